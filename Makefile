@@ -1,0 +1,33 @@
+# The README's two commands:  `make demo` (main job on the embedded default) and `make test`.
+# Each creates the virtual environment in $(VENV) first if it is missing or out of date.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONSTRAINTS := requirements/constraints.txt
+# Tests emulate 8 CPU devices; the default tier leaves out tests marked `slow`.
+PYTEST_ARGS ?= -m "not slow"
+
+.PHONY: venv demo test test-all clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
+	# t5 without its declared dependencies, which clash with seqio and tensorflow-datasets.
+	$(PY) -m pip install --quiet --no-deps -c $(CONSTRAINTS) t5
+	$(PY) -c "import seqio, t5.data.preprocessors, t5.evaluation.metrics, codereason_jax"
+	touch $@
+
+demo: venv
+	$(PY) -m codereason_jax.smoke_check --gin_file=gin/models/pangu_tiny.gin
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+test-all: venv
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,74 @@
+"""Gin at the boundary: T5X-style flags, strict parsing, and the configurables we expose.
+
+Command lines take ``--gin_file=F`` (repeatable; later files may override earlier ones only
+where they say so) and ``--gin.NAME=VALUE`` bindings. Gin itself rejects unknown configurables
+and parameter names when parsing; missing required values are reported here by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from typing import Sequence
+
+import gin
+
+from codereason_jax.model.config import ConfigError, PanGuConfig
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The plain dataclass stays free of gin; gin sees a configurable named `PanGuConfig`.
+_GinPanGuConfig = gin.external_configurable(PanGuConfig, name="PanGuConfig")
+# `include 'gin/...'` lines work from any working directory.
+gin.add_config_file_search_path(PROJECT_ROOT)
+
+_BINDING = re.compile(r"^--gin\.([A-Za-z_][\w.]*(?:/[\w.]+)?)=(.*)$", re.S)
+
+
+def add_gin_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gin_file", action="append", default=[], metavar="FILE",
+                        help="gin file to parse (repeatable, applied in order)")
+
+
+def split_gin_bindings(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--gin.NAME=VALUE`` flags (as gin bindings) from the other arguments."""
+    rest, bindings = [], []
+    for arg in argv:
+        match = _BINDING.match(arg)
+        if match:
+            bindings.append(f"{match.group(1)} = {match.group(2)}")
+        elif arg.startswith("--gin."):
+            raise ConfigError(f"Malformed gin flag {arg!r}; write --gin.NAME=VALUE, e.g. "
+                              "--gin.PanGuConfig.dropout_rate=0.0")
+        else:
+            rest.append(arg)
+    return rest, bindings
+
+
+def parse(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:
+    """Parse gin files and bindings; `include` paths resolve from the project root too."""
+    if not gin_files:
+        raise ConfigError("No --gin_file given; pass e.g. --gin_file=gin/models/pangu_tiny.gin")
+    for path in gin_files:
+        if not os.path.exists(path) and not os.path.exists(os.path.join(PROJECT_ROOT, path)):
+            raise ConfigError(f"gin file {path!r} does not exist (looked in the current "
+                              f"directory and in {PROJECT_ROOT}).")
+    gin.clear_config()
+    gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
+
+
+def model_config() -> PanGuConfig:
+    """Build the PanGuConfig bound in gin, naming any required field left unbound."""
+    try:
+        bound = _GinPanGuConfig()
+    except TypeError as err:
+        missing = re.findall(r"'(\w+)'", str(err))
+        if "missing" not in str(err) or not missing:
+            raise
+        raise ConfigError(
+            "PanGuConfig is missing required values: " + ", ".join(missing) + ". Bind them in "
+            "a model gin file (e.g. `PanGuConfig." + missing[0] + " = ...`) or on the command "
+            "line (--gin.PanGuConfig." + missing[0] + "=...).") from None
+    return PanGuConfig(**{f.name: getattr(bound, f.name) for f in dataclasses.fields(bound)})

@@ -1,0 +1,131 @@
+"""Hyperparameters of the PanGu-α decoder, validated once at construction.
+
+The dataclass is plain Python; gin binds it at the boundary (``codereason_jax.gin_utils``), so a
+gin file writes ``PanGuConfig.d_model = 2560``. Every error names the field (and so the gin
+binding) to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+
+ACTIVATIONS = ("fast_gelu", "gelu_erf", "gelu_tanh")
+INIT_SCHEMES = ("paper", "scaled")
+REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PanGuConfig:
+    """Shape and numerics of a PanGu-α decoder.
+
+    ``num_layers`` counts the query layer, as the paper's code does: a 2.6B model has 31 ordinary
+    blocks plus the query layer (32). Defaults follow the paper's released code (CodeLLM) except
+    where noted.
+    """
+
+    vocab_size: int
+    num_layers: int
+    d_model: int
+    num_heads: int
+    d_ff: int
+    # Rows of the position and top-query tables: the longest sequence the model accepts.
+    max_seq_len: int
+    dropout_rate: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    # fast_gelu = x·σ(1.702x) as in the paper's code; gelu_erf as the HF port of the released
+    # weights; gelu_tanh as MindSpore's GeLU kernel.
+    activation: str = "fast_gelu"
+    # "paper": every kernel and embedding N(0, 0.01), biases 0 (CodeLLM).
+    # "scaled": N(0, 0.02) with attention/FFN output projections N(0, 0.02/sqrt(2·num_layers))
+    # (the original PanGu-α / GPT-2 scheme).
+    init_scheme: str = "paper"
+    # Parameters are stored in param_dtype; matmuls run in dtype. LayerNorm, softmax and the
+    # logits are always float32.
+    param_dtype: str = "float32"
+    dtype: str = "float32"
+    # False drops the query layer: num_layers ordinary blocks, final LayerNorm, tied head
+    # (a plain GPT), for the architecture ablation the paper leaves open.
+    use_query_layer: bool = True
+    # Rematerialisation of each block in the backward pass.
+    remat_policy: str = "none"
+    # Stack the ordinary blocks and run them with nn.scan (compile time independent of depth).
+    scan_layers: bool = False
+
+    def __post_init__(self):
+        positive = ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff", "max_seq_len")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(
+                    f"PanGuConfig.{name} must be a positive integer, got {value!r}; "
+                    f"set it in the model gin file (PanGuConfig.{name} = ...)."
+                )
+        if self.d_model % self.num_heads:
+            raise ConfigError(
+                f"PanGuConfig.d_model={self.d_model} is not divisible by "
+                f"PanGuConfig.num_heads={self.num_heads}; pick num_heads that divides d_model "
+                f"(e.g. {_divisor_hint(self.d_model, self.num_heads)})."
+            )
+        if self.use_query_layer and self.num_layers < 2:
+            raise ConfigError(
+                f"PanGuConfig.num_layers={self.num_layers} counts the query layer, so it must be "
+                ">= 2 when use_query_layer=True (at least one ordinary block below it)."
+            )
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ConfigError(f"PanGuConfig.dropout_rate={self.dropout_rate} must be in [0, 1).")
+        if self.layer_norm_epsilon <= 0:
+            raise ConfigError(
+                f"PanGuConfig.layer_norm_epsilon={self.layer_norm_epsilon} must be > 0."
+            )
+        for name, allowed in (
+            ("activation", ACTIVATIONS),
+            ("init_scheme", INIT_SCHEMES),
+            ("remat_policy", REMAT_POLICIES),
+            ("param_dtype", DTYPES),
+            ("dtype", DTYPES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"PanGuConfig.{name}={getattr(self, name)!r} is not one of {allowed}."
+                )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def num_ordinary_layers(self) -> int:
+        """Blocks below the query layer (all of them without a query layer)."""
+        return self.num_layers - 1 if self.use_query_layer else self.num_layers
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def weights_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.param_dtype)
+
+    def num_params(self) -> int:
+        """Analytic parameter count (tied head counted once); tests check the model against it."""
+        d = self.d_model
+        per_layer = 4 * (d * d + d) + (2 * d * self.d_ff + self.d_ff + d) + 4 * d
+        tables = self.vocab_size * d + self.max_seq_len * d
+        if self.use_query_layer:
+            tables += self.max_seq_len * d
+        return self.num_layers * per_layer + tables + 2 * d
+
+
+def _divisor_hint(d_model: int, num_heads: int) -> int:
+    """The divisor of d_model closest to num_heads, to put in the error message."""
+    divisors = [h for h in range(1, int(math.isqrt(d_model)) + 1) if d_model % h == 0]
+    divisors += [d_model // h for h in divisors]
+    return min(divisors, key=lambda h: (abs(h - num_heads), h))

@@ -1,0 +1,99 @@
+"""Device mesh and logical-axis rules: how named model dimensions map onto devices.
+
+The mesh always has the three axes (data, fsdp, model) with an explicit shape. Rules map each
+logical name used by the model (``codereason_jax.model.layers``) to a mesh axis, a tuple of
+mesh axes, or None (replicated). Rules are validated: each logical name may appear once, and
+only known mesh axes may be named.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "model")
+
+Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
+
+# Data, fully-sharded and tensor parallelism. Parameters shard their `embed` dimension over
+# fsdp and their wide dimensions (vocab, heads, mlp) over model; activations shard batch over
+# data x fsdp and the same wide dimensions over model.
+DEFAULT_RULES: Rules = (
+    ("vocab", "model"),
+    ("embed", "fsdp"),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv", None),
+    ("position", None),
+    ("layers", None),
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_mlp", "model"),
+    ("activation_heads", "model"),
+    ("activation_kv", None),
+    ("activation_vocab", "model"),
+)
+
+
+class PartitioningError(ValueError):
+    """A mesh shape or a logical-axis rule is invalid."""
+
+
+def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A (data, fsdp, model) mesh of the given explicit shape over ``devices``.
+
+    Axis types are Auto: shardings are given on inputs and outputs of jitted functions and
+    the compiler propagates the rest (pjit semantics). jax.make_mesh's default, Explicit,
+    would make sharding part of every array's type.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != len(MESH_AXES) or any(s <= 0 for s in shape):
+        raise PartitioningError(
+            f"Mesh shape {shape} must have {len(MESH_AXES)} positive sizes for {MESH_AXES}.")
+    devices = list(jax.devices() if devices is None else devices)
+    if int(np.prod(shape)) != len(devices):
+        raise PartitioningError(
+            f"Mesh shape {'x'.join(map(str, shape))} (data x fsdp x model) needs "
+            f"{int(np.prod(shape))} devices, but {len(devices)} are available; change the mesh "
+            "shape so its product equals the device count.")
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                         devices=devices)
+
+
+def validate_rules(rules: Rules) -> Rules:
+    """Reject a logical name mapped twice and mesh axes that do not exist."""
+    seen: set[str] = set()
+    for logical, mesh_axes in rules:
+        if logical in seen:
+            raise PartitioningError(
+                f"Logical axis {logical!r} is mapped more than once in the rules; keep one "
+                "mapping per name.")
+        seen.add(logical)
+        names = () if mesh_axes is None else (
+            (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes))
+        unknown = [n for n in names if n not in MESH_AXES]
+        if unknown:
+            raise PartitioningError(
+                f"Rule for {logical!r} names mesh axes {unknown} that are not in {MESH_AXES}.")
+    return tuple(rules)
+
+
+def logical_shardings(logical_specs: Any, mesh: Mesh, rules: Rules) -> Any:
+    """Map a pytree of logical PartitionSpecs to NamedShardings on ``mesh``."""
+    return nn.logical_to_mesh_sharding(logical_specs, mesh, validate_rules(rules))
+
+
+def param_shardings(boxed_params: Any, mesh: Mesh, rules: Rules) -> Any:
+    """NamedShardings for params created with logical partitioning (boxed or abstract)."""
+    return logical_shardings(nn.get_partition_spec(boxed_params), mesh, rules)
+
+
+def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 2) -> NamedSharding:
+    """Sharding of a [batch, length, ...] input: batch split like activation_batch."""
+    spec = ("activation_batch",) + ("activation_length",) + (None,) * (ndim - 2)
+    return logical_shardings(PartitionSpec(*spec[:ndim]), mesh, rules)

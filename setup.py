@@ -1,0 +1,46 @@
+"""codereason_jax: at which training stage does code data help an LLM reason?
+
+Install with the tested pins (see the Makefile, which does all of this):
+
+    pip install -c requirements/constraints.txt -e '.[test]'
+    pip install -c requirements/constraints.txt --no-deps t5==0.9.4
+"""
+
+import setuptools
+
+INSTALL_REQUIRES = [
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "seqio",
+    "tensorflow",
+    "tensorflow-text",
+    "tensorflow-datasets",
+    "gin-config",
+    "sentencepiece",
+    "numpy",
+    # What t5.data.preprocessors and t5.evaluation.metrics import. t5 itself is installed
+    # with --no-deps because its declared dependencies clash with seqio and tensorflow-datasets.
+    "babel",
+    "nltk",
+    "pandas",
+    "rouge-score",
+    "sacrebleu",
+    "scikit-learn",
+]
+
+setuptools.setup(
+    name="codereason_jax",
+    version="0.1.0",
+    description=(
+        "JAX/TPU reproduction and extension of 'At Which Training Stage Does Code Data Help "
+        "LLMs Reasoning?' (Ma et al., ICLR 2024)"
+    ),
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["codereason_jax", "codereason_jax.*",
+                                               "seqio_tasks", "seqio_tasks.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest"]},
+)
