@@ -21,6 +21,8 @@ INSTALL_REQUIRES = [
     "gin-config",
     "sentencepiece",
     "numpy",
+    "jieba",  # PanGu-α's tokenizer pre-segments Chinese text with jieba
+    "matplotlib",  # plots of mixtures, loss curves and reports
     # What t5.data.preprocessors and t5.evaluation.metrics import. t5 itself is installed
     # with --no-deps because its declared dependencies clash with seqio and tensorflow-datasets.
     "babel",

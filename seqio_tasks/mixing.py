@@ -1,0 +1,240 @@
+"""Deterministic global batches from a mixing schedule: batch(step) = f(seed, step, schedule, data).
+
+Each task is one *stream*: its SeqIO dataset, shuffled per epoch with a seed derived from
+(seed, task, epoch), tokenized, and packed into rows (``seqio_tasks.packing``). Mixing happens
+between whole rows: within a stage with integer weights w_1..w_J (period W = Σw), row r of the
+stage comes from the source ``pattern[r mod W]``, a smooth interleaving with exactly w_j slots
+for source j per period. So every window of W rows has the exact shares, any batch is within
+one row of them, and the k-th row a source contributes is a closed-form function of the global
+row index: a run resumed at step s skips exactly what an uninterrupted run consumed.
+
+Hosts: host h of H materialises rows [h·B/H, (h+1)·B/H) of each global batch. Every host reads
+every stream (rows for other hosts are packed and discarded), so the content of a batch never
+depends on H. The cost is that each host tokenizes the global token rate; see the README for
+why that is affordable, and for the random-access caches that remove it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from fractions import Fraction
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from seqio_tasks import packing
+from seqio_tasks.schedules import MixtureSchedule
+
+MAX_PERIOD = 10_000
+
+
+def integer_weights(weights: Sequence[float], max_period: int = MAX_PERIOD) -> list[int]:
+    """Smallest integers proportional to ``weights`` (approximated if the period would exceed
+    ``max_period``, by largest remainder)."""
+    fracs = [Fraction(w).limit_denominator(max_period) for w in weights]
+    denominator = math.lcm(*(f.denominator for f in fracs))
+    ints = [int(f * denominator) for f in fracs]
+    divisor = math.gcd(*ints)
+    ints = [i // divisor for i in ints]
+    if sum(ints) <= max_period:
+        return ints
+    total = sum(weights)
+    exact = [w / total * max_period for w in weights]
+    ints = [math.floor(x) for x in exact]
+    for j in sorted(range(len(ints)), key=lambda j: exact[j] - ints[j], reverse=True)[
+            :max_period - sum(ints)]:
+        ints[j] += 1
+    return ints
+
+
+def interleave_pattern(weights: Sequence[int]) -> np.ndarray:
+    """Source index for each slot of one period: w_j slots for source j, spread evenly."""
+    period = sum(weights)
+    credit = np.zeros(len(weights), np.int64)
+    pattern = np.empty(period, np.int32)
+    w = np.asarray(weights, np.int64)
+    for t in range(period):
+        credit += w
+        j = int(np.argmax(credit))  # ties go to the lowest index
+        pattern[t] = j
+        credit[j] -= period
+    return pattern
+
+
+@dataclasses.dataclass(frozen=True)
+class _StagePlan:
+    start_row: int
+    weights: np.ndarray        # [J] integer weights
+    pattern: np.ndarray        # [W] source per slot
+    prefix: np.ndarray         # [W + 1, J] rows of each source among the first t slots
+    consumed_before: np.ndarray  # [J] rows each source gave to earlier stages
+
+
+class MixturePlan:
+    """Which source, and which of its rows, fills each global row of each step."""
+
+    def __init__(self, schedule: MixtureSchedule, batch_size: int):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        self.schedule = schedule
+        self.batch_size = batch_size
+        self.sources = schedule.tasks
+        stages, consumed = [], np.zeros(len(self.sources), np.int64)
+        for i, stage in enumerate(schedule.stages):
+            weights = np.array(integer_weights([stage.weight(t) for t in self.sources]))
+            pattern = interleave_pattern(weights)
+            one_hot = np.eye(len(self.sources), dtype=np.int64)[pattern]
+            prefix = np.vstack([np.zeros(len(self.sources), np.int64), np.cumsum(one_hot, 0)])
+            plan = _StagePlan(stage.start_step * batch_size, weights, pattern, prefix,
+                              consumed.copy())
+            stages.append(plan)
+            if i + 1 < len(schedule.stages):
+                rows = (schedule.stages[i + 1].start_step - stage.start_step) * batch_size
+                consumed = consumed + self._counts(plan, rows)
+        self._stages = stages
+
+    @staticmethod
+    def _counts(plan: _StagePlan, rows: int) -> np.ndarray:
+        """Rows each source contributes to the first ``rows`` rows of a stage."""
+        period = plan.pattern.size
+        return (rows // period) * plan.weights + plan.prefix[rows % period]
+
+    def rows(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source index, row index within that source) for the B rows of global batch ``step``."""
+        plan = self._stages[self.schedule.stage_index(step)]
+        r = step * self.batch_size + np.arange(self.batch_size) - plan.start_row
+        period = plan.pattern.size
+        sources = plan.pattern[r % period]
+        within = (r // period) * plan.weights[sources] + plan.prefix[r % period, sources]
+        return sources, plan.consumed_before[sources] + within
+
+    def consumed_before(self, step: int) -> np.ndarray:
+        """Rows each source gave to steps [0, step): where a resumed run starts each stream."""
+        plan = self._stages[self.schedule.stage_index(step)]
+        return plan.consumed_before + self._counts(plan, step * self.batch_size - plan.start_row)
+
+
+def stream_seed(seed: int, task: str, epoch: int) -> int:
+    """A 31-bit seed for one task's shuffle in one epoch, the same on every host."""
+    digest = hashlib.sha256(f"{seed}/{task}/{epoch}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+class SourceStream:
+    """The endless, deterministic sequence of packed rows of one SeqIO task."""
+
+    def __init__(self, task: Any, split: str, seed: int, packer_factory,
+                 shuffle_buffer_size: int | None = None):
+        self.task = task
+        self.split = split
+        self.seed = seed
+        self.packer = packer_factory()
+        self.shuffle_buffer_size = shuffle_buffer_size
+        self.epoch = 0
+        self.position = 0  # rows produced so far
+        self._rows = self._generate()
+
+    def _examples(self, epoch: int) -> Iterator[Mapping[str, np.ndarray]]:
+        ds = self.task.get_dataset(sequence_length=None, split=self.split, shuffle=True,
+                                   seed=stream_seed(self.seed, self.task.name, epoch),
+                                   shuffle_buffer_size=self.shuffle_buffer_size,
+                                   num_epochs=1, trim_output_features=False,
+                                   try_in_mem_cache=False)
+        return ds.as_numpy_iterator()
+
+    def _generate(self) -> Iterator[packing.Row]:
+        while True:
+            produced = False
+            for example in self._examples(self.epoch):
+                if "inputs" in example:
+                    rows = self.packer.add(example["inputs"], example["targets"])
+                else:
+                    rows = self.packer.add(example["targets"])
+                for row in rows:
+                    produced = True
+                    yield row
+            self.epoch += 1
+            if not produced and self.epoch > 1:
+                raise ValueError(f"Task {self.task.name!r} split {self.split!r} yields no rows; "
+                                 "is its data empty?")
+
+    def next_row(self) -> packing.Row:
+        self.position += 1
+        return next(self._rows)
+
+    def skip(self, n: int) -> None:
+        for _ in range(n):
+            self.next_row()
+
+
+def default_packer_factory(task: Any, sequence_length: int, pack_instructions: bool = False,
+                           overlong: str = "drop"):
+    """Concat packing for tasks with only 'targets' (pre-training), one example per row (or
+    greedy packing) for tasks with 'inputs' and 'targets' (instruction tuning)."""
+    pad_id = task.output_features["targets"].vocabulary.pad_id
+    if "inputs" not in task.output_features:
+        return lambda: packing.ConcatPacker(sequence_length, pad_id)
+    cls = packing.GreedyPacker if pack_instructions else packing.OnePerRowPacker
+    return lambda: cls(sequence_length, pad_id, overlong)
+
+
+class MixtureIterator:
+    """Host-local batches of a schedule, starting at any step."""
+
+    def __init__(self, plan: MixturePlan, streams: Mapping[str, SourceStream],
+                 start_step: int = 0, host_index: int = 0, host_count: int = 1):
+        if plan.batch_size % host_count:
+            raise ValueError(f"Global batch size {plan.batch_size} is not divisible by the "
+                             f"{host_count} hosts; choose a batch size that is.")
+        if not 0 <= host_index < host_count:
+            raise ValueError(f"host_index {host_index} is outside [0, {host_count}).")
+        self.plan = plan
+        self.streams = [streams[name] for name in plan.sources]
+        self.step = start_step
+        self.host_slice = slice(host_index * plan.batch_size // host_count,
+                                (host_index + 1) * plan.batch_size // host_count)
+        for stream, skip in zip(self.streams, plan.consumed_before(start_step)):
+            stream.skip(int(skip) - stream.position)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        sources, indices = self.plan.rows(self.step)
+        rows = []
+        for source, index in zip(sources, indices):
+            stream = self.streams[source]
+            if stream.position != index:  # the plan and the streams must agree exactly
+                raise AssertionError(f"stream {stream.task.name} at row {stream.position}, "
+                                     f"plan wants row {index}")
+            rows.append(stream.next_row())
+        mine = rows[self.host_slice]
+        batch = {k: np.stack([row[k] for row in mine]) for k in packing.ROW_FIELDS}
+        batch["source_ids"] = sources[self.host_slice].astype(np.int32)
+        self.step += 1
+        return batch
+
+
+def mixture_iterator(name: str, *, sequence_length: int, batch_size: int, seed: int = 0,
+                     split: str = "train", start_step: int = 0, total_steps: int | None = None,
+                     host_index: int = 0, host_count: int = 1, pack_instructions: bool = False,
+                     overlong: str = "drop") -> MixtureIterator:
+    """Host-local batches of a schedule, static mixture or task registered by name.
+
+    ``total_steps`` places the phases of registered schedules (default: a 1000-step run).
+    """
+    import seqio
+
+    from seqio_tasks import mixtures  # noqa: F401 (registers tasks, mixtures, schedules)
+    from seqio_tasks.registry import resolve_schedule
+
+    schedule = resolve_schedule(name, total_steps or 1000)
+    plan = MixturePlan(schedule, batch_size)
+    streams = {}
+    for task_name in plan.sources:
+        task = seqio.get_mixture_or_task(task_name)
+        factory = default_packer_factory(task, sequence_length, pack_instructions, overlong)
+        streams[task_name] = SourceStream(task, split, seed, factory)
+    return MixtureIterator(plan, streams, start_step, host_index, host_count)

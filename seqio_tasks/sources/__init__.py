@@ -1,0 +1,1 @@
+"""Readers of the datasets' original released formats, and the embedded offline default."""

@@ -1,0 +1,77 @@
+"""Where local dataset copies live, and errors that say exactly what to put where.
+
+Every reader takes an explicit path (tests pass fixtures) or resolves one under the data root:
+the directory in $CODEREASON_DATA_DIR, else ~/codereason_data. Nothing here downloads.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from typing import Any, Iterator
+
+
+class DataFileError(ValueError):
+    """A dataset file is missing or malformed; the message names the file, line and field."""
+
+
+def data_root() -> str:
+    return os.path.expanduser(os.environ.get("CODEREASON_DATA_DIR", "~/codereason_data"))
+
+
+def require_file(path: str | None, default_relpath: str, dataset: str, how_to_get: str) -> str:
+    """Return ``path`` (or data_root()/default_relpath) if it exists, else raise with a recipe."""
+    resolved = path or os.path.join(data_root(), default_relpath)
+    if not os.path.exists(resolved):
+        raise DataFileError(
+            f"{dataset}: {resolved} does not exist. {how_to_get} Put the file at {resolved} "
+            f"(or set $CODEREASON_DATA_DIR so that {default_relpath} lies under it, or pass "
+            "the path explicitly).")
+    return resolved
+
+
+def open_text(path: str):
+    """Open a text file, transparently gunzipping ``*.gz``."""
+    if path.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def iter_json_lines(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line of a JSON-lines file (.gz ok)."""
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataFileError(f"{path}:{lineno}: not valid JSON ({err.msg}); expected one "
+                                    "JSON object per line.") from None
+            if not isinstance(obj, dict):
+                raise DataFileError(f"{path}:{lineno}: expected a JSON object, got "
+                                    f"{type(obj).__name__}.")
+            yield lineno, obj
+
+
+def load_json(path: str) -> Any:
+    with open_text(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise DataFileError(f"{path}:{err.lineno}: not valid JSON ({err.msg}).") from None
+
+
+def field(record: dict[str, Any], name: str, types: type | tuple[type, ...], where: str) -> Any:
+    """``record[name]`` checked for presence and type; ``where`` is 'file:line' for the message."""
+    if name not in record:
+        raise DataFileError(f"{where}: missing field {name!r} (fields present: "
+                            f"{sorted(record)}).")
+    value = record[name]
+    if not isinstance(value, types):
+        expected = types.__name__ if isinstance(types, type) else "/".join(
+            t.__name__ for t in types)
+        raise DataFileError(f"{where}: field {name!r} should be {expected}, got "
+                            f"{type(value).__name__} ({str(value)[:60]!r}).")
+    return value

@@ -1,0 +1,286 @@
+"""SeqIO tasks, packing, mixing schedules and the deterministic batch sequence."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import seqio
+
+from seqio_tasks import mixing, packing, registry, schedules
+from seqio_tasks import mixtures  # noqa: F401 (registers everything)
+from seqio_tasks.default_vocabulary import default_vocabulary
+from seqio_tasks.sources import embedded
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
+
+
+# --- packing ---------------------------------------------------------------------------------
+
+def test_concat_packing_restarts_positions_and_never_drops():
+    packer = packing.ConcatPacker(length=6, pad_id=0)
+    docs = [np.array([11, 12, 13, 1]), np.array([21, 22, 23, 24, 25, 1]), np.array([31, 1])]
+    rows = [row for doc in docs for row in packer.add(doc)] + list(packer.flush())
+    stream = np.concatenate(docs)  # 12 tokens: a chunk of 7 (= 6 + 1), then a final one of 5
+    assert len(rows) == 2
+    np.testing.assert_array_equal(rows[0]["inputs"], stream[:6])
+    np.testing.assert_array_equal(rows[0]["targets"], stream[1:7])
+    np.testing.assert_array_equal(rows[0]["segment_ids"], [1, 1, 1, 1, 2, 2])
+    np.testing.assert_array_equal(rows[0]["positions"], [0, 1, 2, 3, 0, 1])
+    # Row 2 continues document B, whose positions restart at the row start (eod_reset).
+    np.testing.assert_array_equal(rows[1]["inputs"], [24, 25, 1, 31, 0, 0])
+    np.testing.assert_array_equal(rows[1]["targets"], [25, 1, 31, 1, 0, 0])
+    np.testing.assert_array_equal(rows[1]["segment_ids"], [1, 1, 1, 2, 0, 0])
+    np.testing.assert_array_equal(rows[1]["positions"], [0, 1, 2, 0, 0, 0])
+    np.testing.assert_array_equal(rows[1]["loss_weights"], [1, 1, 1, 1, 0, 0])
+    # Every token after the first is a target exactly once: nothing lost.
+    targets = np.concatenate([r["targets"][r["loss_weights"] > 0] for r in rows])
+    np.testing.assert_array_equal(targets, np.delete(stream, [0, 7]))
+    assert packer.stats.examples == 3 and packer.stats.real_tokens == 10
+
+
+def test_instruction_rows_mask_the_prompt_exactly():
+    packer = packing.OnePerRowPacker(length=8, pad_id=0)
+    prompt, response = np.array([5, 6, 7]), np.array([8, 9, 1])
+    (row,) = list(packer.add(prompt, response))
+    np.testing.assert_array_equal(row["inputs"], [5, 6, 7, 8, 9, 0, 0, 0])
+    np.testing.assert_array_equal(row["targets"], [6, 7, 8, 9, 1, 0, 0, 0])
+    # Loss on the response tokens and EOS only (targets 8, 9, 1), zero on the prompt.
+    np.testing.assert_array_equal(row["loss_weights"], [0, 0, 1, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(row["segment_ids"], [1, 1, 1, 1, 1, 0, 0, 0])
+
+
+def test_greedy_packing_keeps_examples_whole_and_separate():
+    packer = packing.GreedyPacker(length=8, pad_id=0)
+    rows = list(packer.add(np.array([5, 6]), np.array([7, 1])))
+    rows += list(packer.add(np.array([15]), np.array([16, 17, 1])))
+    rows += list(packer.add(np.array([25, 26, 27]), np.array([1])))  # 3 more: does not fit
+    rows += list(packer.flush())
+    assert len(rows) == 2
+    np.testing.assert_array_equal(rows[0]["segment_ids"], [1, 1, 1, 2, 2, 2, 0, 0])
+    np.testing.assert_array_equal(rows[0]["positions"], [0, 1, 2, 0, 1, 2, 0, 0])
+    np.testing.assert_array_equal(rows[0]["loss_weights"], [0, 1, 1, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(rows[1]["inputs"], [25, 26, 27, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(rows[1]["loss_weights"], [0, 0, 1, 0, 0, 0, 0, 0])
+
+
+def test_overlong_examples_follow_the_policy_and_are_counted():
+    prompt, response = np.arange(10, 16), np.array([30, 31, 32, 33, 1])  # 11 tokens > 8 + 1
+    dropped = packing.OnePerRowPacker(length=8, overlong="drop")
+    assert list(dropped.add(prompt, response)) == []
+    assert dropped.stats.dropped == 1
+    truncated = packing.OnePerRowPacker(length=8, overlong="truncate")  # the paper's choice
+    (row,) = list(truncated.add(prompt, response))
+    np.testing.assert_array_equal(row["targets"], [11, 12, 13, 14, 15, 30, 31, 32])
+    np.testing.assert_array_equal(row["loss_weights"], [0, 0, 0, 0, 0, 1, 1, 1])
+    assert (truncated.stats.truncated, truncated.stats.dropped) == (1, 0)
+    assert list(truncated.add(np.arange(10, 20), response)) == []  # prompt alone fills the row
+    assert truncated.stats.dropped == 1
+    with pytest.raises(packing.OverlongExampleError, match="does not fit a row of 8"):
+        list(packing.OnePerRowPacker(length=8, overlong="error").add(prompt, response))
+
+
+# --- schedules and the mixing plan -----------------------------------------------------------
+
+@pytest.mark.parametrize("strategy", sorted(schedules.PAPER_STRATEGIES))
+def test_table5_shares_within_one_point_per_stage(strategy):
+    schedule = schedules.paper_strategy(strategy, "text", "code", total_steps=400)
+    plan = mixing.MixturePlan(schedule, batch_size=12)  # 1200 sequences per stage
+    code = plan.sources.index("code")
+    for i, stage in enumerate(schedule.stages):
+        steps = range(stage.start_step, stage.start_step + 100)
+        sources = np.concatenate([plan.rows(s)[0] for s in steps])
+        text_w, code_w = schedules.PAPER_STRATEGIES[strategy][i]
+        assert abs(np.mean(sources == code) - code_w / (text_w + code_w)) < 0.01
+
+
+def test_stage_boundaries_are_exact_and_rows_are_consumed_in_order():
+    schedule = schedules.make_schedule("s", [(0, {"a": 1, "b": 1}), (3, {"a": 1, "b": 3})])
+    plan = mixing.MixturePlan(schedule, batch_size=4)
+    seen = {0: [], 1: []}
+    for step in range(8):
+        sources, indices = plan.rows(step)
+        expected_b = 2 if step < 3 else 3  # 1:1 then 1:3 of 4 rows, exactly per batch
+        assert (sources == 1).sum() == expected_b
+        for s, k in zip(sources, indices):
+            seen[int(s)].append(int(k))
+        np.testing.assert_array_equal(plan.consumed_before(step + 1),
+                                      [len(seen[0]), len(seen[1])])
+    assert seen[0] == list(range(len(seen[0]))) and seen[1] == list(range(len(seen[1])))
+
+
+def test_interleaving_is_smooth():
+    pattern = mixing.interleave_pattern([5, 3])
+    assert sorted(np.bincount(pattern)) == [3, 5]
+    assert max(len(run) for run in "".join(map(str, pattern)).split("1")) <= 2
+
+
+@pytest.mark.parametrize("stages,message", [
+    ([(1, {"a": 1})], "must start at step 0"),
+    ([(0, {"a": 1}), (0, {"a": 2})], "start steps must increase"),
+    ([(0, {"a": -1})], "weights must be >= 0"),
+    ([(0, {"a": 0})], "no positive weight"),
+])
+def test_bad_schedules_are_refused(stages, message):
+    with pytest.raises(schedules.ScheduleError, match=message):
+        schedules.make_schedule("bad", stages)
+
+
+def test_unknown_mixture_names_the_choices():
+    with pytest.raises(schedules.ScheduleError, match="neither a registered schedule"):
+        registry.resolve_schedule("sft_stepwise_sideways", 100)
+
+
+def test_schedule_fingerprint_changes_with_rates():
+    a = schedules.paper_strategy("uniform", "t", "c", 100)
+    b = schedules.paper_strategy("stepwise_decrease", "t", "c", 100)
+    assert a.fingerprint() != b.fingerprint()
+    assert a.fingerprint() == schedules.paper_strategy("uniform", "t", "c", 100).fingerprint()
+
+
+# --- the real streams: determinism, resume, hosts --------------------------------------------
+
+def _batches(name, steps, **kwargs):
+    it = mixing.mixture_iterator(name, sequence_length=128, batch_size=8, total_steps=40,
+                                 **kwargs)
+    return [next(it) for _ in range(steps)]
+
+
+def test_resume_at_step_s_gives_the_uninterrupted_batches():
+    name = "sft_stepwise_increase_embedded"
+    full = _batches(name, 14, seed=3)
+    resumed = _batches(name, 4, seed=3, start_step=10)  # crosses the stage boundary at 10
+    for a, b in zip(full[10:], resumed):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    other_seed = _batches(name, 1, seed=4)[0]
+    assert not np.array_equal(other_seed["inputs"], full[0]["inputs"])
+
+
+def test_host_count_changes_only_who_materialises_rows():
+    one = _batches("pretrain_code_embedded", 3, seed=1)
+    halves = [_batches("pretrain_code_embedded", 3, seed=1, host_index=h, host_count=2)
+              for h in range(2)]
+    for step in range(3):
+        for key in one[step]:
+            np.testing.assert_array_equal(
+                one[step][key], np.concatenate([halves[0][step][key], halves[1][step][key]]))
+    with pytest.raises(ValueError, match="not divisible by the 3 hosts"):
+        mixing.mixture_iterator("pretrain_code_embedded", sequence_length=64, batch_size=8,
+                                host_count=3)
+
+
+def test_pretraining_rows_are_dense_and_document_local():
+    (batch,) = _batches("pretrain_code_embedded", 1, seed=0)
+    assert (batch["segment_ids"] > 0).all()  # dense: no padding at all
+    for segments, positions in zip(batch["segment_ids"], batch["positions"]):
+        starts = np.flatnonzero(np.diff(segments)) + 1
+        assert (positions[starts] == 0).all() and positions[0] == 0
+        assert (np.diff(positions)[np.diff(segments) == 0] == 1).all()
+
+
+def test_instruction_rows_decode_to_prompt_and_response():
+    (batch,) = _batches("sft_text_embedded", 1, seed=0)
+    vocab = default_vocabulary()
+    row = 0
+    weights, targets = batch["loss_weights"][row], batch["targets"][row]
+    response = vocab.decode(targets[weights > 0].tolist())
+    prompt = vocab.decode(batch["inputs"][row][(batch["segment_ids"][row] > 0)
+                                               & (weights == 0)].tolist())
+    assert prompt.startswith("Summarize the following documentation in one sentence.\n")
+    assert targets[weights > 0][-1] == vocab.eos_id  # the response ends with EOS
+    assert len(response) >= 20 and "\n" not in response  # a one-line summary
+
+
+# --- plain SeqIO access and the vocabulary ---------------------------------------------------
+
+def _first_example(name):
+    provider = seqio.get_mixture_or_task(name)
+    features = {k: 64 for k in provider.output_features}
+    shuffle = not name.startswith("eval_")  # evaluation sets keep their order
+    return next(provider.get_dataset(features, split="validation", shuffle=shuffle,
+                                     seed=0).as_numpy_iterator())
+
+
+EMBEDDED_NAMES = sorted([n for n in seqio.TaskRegistry.names() if "embedded" in n] +
+                        [n for n in seqio.MixtureRegistry.names() if n.endswith("_embedded")
+                         or "_embedded_stage" in n])
+
+
+@pytest.mark.parametrize("name", [
+    "embedded_text", "embedded_code", "embedded_code_instructions", "eval_embedded_codegen",
+    "pretrain_code_embedded", "sft_text_code_by_examples_embedded",
+    "sft_stepwise_decrease_embedded_stage1"])
+def test_plain_seqio_access(name):
+    example = _first_example(name)
+    assert 0 < example["targets"].size <= 64
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EMBEDDED_NAMES)
+def test_plain_seqio_access_every_embedded_name(name):
+    assert _first_example(name)["targets"].size > 0
+
+
+def test_every_stage_of_every_schedule_is_a_seqio_mixture():
+    for name in schedules.schedule_names():
+        schedule = schedules.get_schedule(name, 100)
+        for i, stage in enumerate(schedule.stages, start=1):
+            mixture = seqio.get_mixture_or_task(f"{name}_stage{i}")
+            assert {t.name: mixture.get_rate(t) for t in mixture.tasks} == dict(stage.rates)
+
+
+def test_default_vocabulary_round_trips_unseen_python_exactly():
+    vocab = default_vocabulary()
+    assert (vocab.pad_id, vocab.eos_id, vocab.unk_id) == (0, 1, 2)
+    assert vocab.vocab_size == 8192
+    files = [d["text"] for d in embedded.code_documents("validation")][:5]
+    for text in files:
+        ids = vocab.encode(text)
+        assert vocab.decode(ids) == text
+        assert vocab.unk_id not in ids
+    import tensorflow as tf
+    text = files[0]
+    assert vocab.decode_tf(vocab.encode_tf(tf.constant(text))).numpy().decode() == text
+
+
+def test_embedded_splits_are_disjoint_and_stable():
+    train = {d["id"] for d in embedded.code_documents("train")}
+    validation = {d["id"] for d in embedded.code_documents("validation")}
+    assert train and validation and not train & validation
+    assert embedded.split_of("json/decoder.py") == embedded.split_of("json/decoder.py")
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "mbpp")),
+                    reason="../shared/data/mbpp is not present")
+def test_real_mbpp_evaluation_task(monkeypatch):
+    monkeypatch.setenv("CODEREASON_DATA_DIR", SHARED_DATA)
+    ds = seqio.get_mixture_or_task("eval_mbpp").get_dataset(None, split="test", shuffle=False)
+    examples = list(ds.as_numpy_iterator())
+    assert len(examples) == 257
+    import json
+    extra = json.loads(examples[0]["extra"])
+    assert extra["tests"] and all(t.startswith("assert") for t in extra["tests"])
+
+
+def test_inspect_mixture_cli(tmp_path):
+    plot = tmp_path / "shares.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "codereason_jax.inspect_mixture",
+         "--mixture=sft_stepwise_decrease_embedded", "--steps=8", "--batch_size=10",
+         "--sequence_length=256", f"--plot={plot}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "stage 1: steps 0-1" in out and "stage 4: steps 6-7" in out
+    stage1 = out.split("stage 1:")[1].split("stage 2:")[0]
+    # 5:5 in stage 1: exactly half the sequences of a 10-row batch are code instructions.
+    assert "embedded_code_instructions     50.0%      50.0%" in stage1
+    assert plot.stat().st_size > 10_000
+    bad = subprocess.run([sys.executable, "-m", "codereason_jax.inspect_mixture",
+                          "--mixture=nope"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "neither a registered schedule" in bad.stderr
