@@ -15,12 +15,21 @@ from typing import Sequence
 
 import gin
 
+from codereason_jax.checkpoints import CheckpointConfig
 from codereason_jax.model.config import ConfigError, PanGuConfig
+from codereason_jax.optim import OptimizerConfig
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The plain dataclass stays free of gin; gin sees a configurable named `PanGuConfig`.
-_GinPanGuConfig = gin.external_configurable(PanGuConfig, name="PanGuConfig")
+# The plain dataclasses stay free of gin; gin sees configurables of the same names.
+_CONFIGURABLES = {cls: gin.external_configurable(cls, name=cls.__name__)
+                  for cls in (PanGuConfig, OptimizerConfig, CheckpointConfig)}
+
+
+def register(cls: type) -> None:
+    """Expose another plain dataclass to gin under its own name."""
+    if cls not in _CONFIGURABLES:
+        _CONFIGURABLES[cls] = gin.external_configurable(cls, name=cls.__name__)
 # `include 'gin/...'` lines work from any working directory.
 gin.add_config_file_search_path(PROJECT_ROOT)
 
@@ -59,16 +68,23 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:
     gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
 
 
-def model_config() -> PanGuConfig:
-    """Build the PanGuConfig bound in gin, naming any required field left unbound."""
+def build(cls: type):
+    """Instantiate a registered dataclass from its gin bindings, naming any unbound field."""
+    register(cls)
     try:
-        bound = _GinPanGuConfig()
+        bound = _CONFIGURABLES[cls]()
     except TypeError as err:
         missing = re.findall(r"'(\w+)'", str(err))
         if "missing" not in str(err) or not missing:
             raise
+        name = cls.__name__
         raise ConfigError(
-            "PanGuConfig is missing required values: " + ", ".join(missing) + ". Bind them in "
-            "a model gin file (e.g. `PanGuConfig." + missing[0] + " = ...`) or on the command "
-            "line (--gin.PanGuConfig." + missing[0] + "=...).") from None
-    return PanGuConfig(**{f.name: getattr(bound, f.name) for f in dataclasses.fields(bound)})
+            f"{name} is missing required values: " + ", ".join(missing) + ". Bind them in a gin "
+            f"file (e.g. `{name}.{missing[0]} = ...`) or on the command line "
+            f"(--gin.{name}.{missing[0]}=...).") from None
+    return cls(**{f.name: getattr(bound, f.name) for f in dataclasses.fields(bound)})
+
+
+def model_config() -> PanGuConfig:
+    """The PanGuConfig bound in gin."""
+    return build(PanGuConfig)

@@ -83,6 +83,34 @@ def validate_rules(rules: Rules) -> Rules:
     return tuple(rules)
 
 
+def check_tensor_axes(boxed_params: Any, rules: Rules) -> None:
+    """Every logical axis of every parameter has a rule, and no tensor uses a mesh axis twice
+    (which Flax would silently resolve by replicating one of the dimensions)."""
+    mapping = dict(validate_rules(rules))
+    flat = jax.tree_util.tree_flatten_with_path(
+        boxed_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+    for path, box in flat:
+        if not isinstance(box, nn.LogicallyPartitioned):
+            continue
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        claimed: dict[str, str] = {}
+        for logical in box.names:
+            if logical is None:
+                continue
+            if logical not in mapping:
+                raise PartitioningError(
+                    f"Parameter {name} has logical axis {logical!r}, which no rule maps; add "
+                    f"a rule ({logical!r}, None) to replicate it or name a mesh axis.")
+            target = mapping[logical]
+            for axis in () if target is None else (
+                    (target,) if isinstance(target, str) else target):
+                if axis in claimed:
+                    raise PartitioningError(
+                        f"Parameter {name}: logical axes {claimed[axis]!r} and {logical!r} both "
+                        f"map to mesh axis {axis!r}; change one of the two rules.")
+                claimed[axis] = logical
+
+
 def logical_shardings(logical_specs: Any, mesh: Mesh, rules: Rules) -> Any:
     """Map a pytree of logical PartitionSpecs to NamedShardings on ``mesh``."""
     return nn.logical_to_mesh_sharding(logical_specs, mesh, validate_rules(rules))

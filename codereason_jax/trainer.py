@@ -1,0 +1,361 @@
+"""The training loop: sharded train step, deterministic data, checkpoints, exact resume.
+
+The step is a pure function of (params, opt_state, batch, step): dropout keys are
+``fold_in(key(seed), step)`` and the batch at a step is a pure function of the step
+(``seqio_tasks.mixing``), so a run restored from the checkpoint of step s continues exactly as
+the uninterrupted run would have (bitwise on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from codereason_jax import partitioning
+from codereason_jax.checkpoints import (CheckpointConfig, CheckpointError, RunCheckpoints,
+                                        abstract_like, restore_params)
+from codereason_jax.losses import cross_entropy
+from codereason_jax.model import PanGuConfig, PanGuDecoder
+from codereason_jax.model.config import ConfigError
+from codereason_jax.optim import OptimizerConfig
+
+OVERLONG = ("drop", "truncate", "error")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What to train on, for how long, on which mesh."""
+    mixture: str
+    num_steps: int
+    batch_size: int
+    sequence_length: int
+    seed: int = 0
+    # (data, fsdp, model); one -1 takes the remaining devices.
+    mesh_shape: tuple[int, int, int] = (-1, 1, 1)
+    # Micro-batches per step, accumulated inside the jitted step (one optimizer update).
+    grad_accumulation: int = 1
+    log_every: int = 10
+    pack_instructions: bool = False
+    overlong: str = "drop"
+    # Stop after this many consecutive steps with a non-finite loss or gradient.
+    max_consecutive_nonfinite: int = 5
+    # Fine-tuning: initialise params from this run (or checkpoints/) directory, step 0.
+    init_from: str | None = None
+    init_from_step: int | None = None
+    # Resume even if the mixture schedule differs from the checkpoint's.
+    allow_schedule_change: bool = False
+    # The paper's loss divides by (number of tokens + 1e-5); 0 gives the exact mean.
+    loss_denominator_epsilon: float = 0.0
+
+    def __post_init__(self):
+        for name in ("num_steps", "batch_size", "sequence_length", "grad_accumulation",
+                     "log_every", "max_consecutive_nonfinite"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)} must be > 0.")
+        if self.batch_size % self.grad_accumulation:
+            raise ConfigError(
+                f"TrainConfig.batch_size={self.batch_size} is not divisible by "
+                f"TrainConfig.grad_accumulation={self.grad_accumulation}.")
+        if self.overlong not in OVERLONG:
+            raise ConfigError(f"TrainConfig.overlong={self.overlong!r} is not one of {OVERLONG}.")
+        if len(self.mesh_shape) != 3 or list(self.mesh_shape).count(-1) > 1:
+            raise ConfigError(f"TrainConfig.mesh_shape={self.mesh_shape} must be 3 sizes "
+                              "(data, fsdp, model), at most one of them -1.")
+
+    def resolved_mesh_shape(self, num_devices: int) -> tuple[int, int, int]:
+        shape = list(self.mesh_shape)
+        if -1 in shape:
+            known = math.prod(s for s in shape if s != -1)
+            if num_devices % known:
+                raise ConfigError(f"TrainConfig.mesh_shape={self.mesh_shape} does not divide "
+                                  f"the {num_devices} devices.")
+            shape[shape.index(-1)] = num_devices // known
+        return tuple(shape)
+
+
+def _tree_where(condition: jax.Array, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda n, o: jnp.where(condition, n, o), new, old)
+
+
+def make_train_step(model: PanGuDecoder, optimizer: optax.GradientTransformation,
+                    config: TrainConfig, rules: partitioning.Rules) -> Callable:
+    """(params, opt_state, batch, step) -> (params, opt_state, metrics), to be jitted."""
+    accumulation = config.grad_accumulation
+
+    def micro_loss(params, micro, key):
+        with nn.logical_axis_rules(rules):
+            logits = model.apply({"params": params}, micro["inputs"], micro["positions"],
+                                 micro["segment_ids"], deterministic=False,
+                                 rngs={"dropout": key})
+        return cross_entropy(logits, micro["targets"], micro["loss_weights"])
+
+    def train_step(params, opt_state, batch, step):
+        base_key = jax.random.fold_in(jax.random.key(config.seed), step)
+        # Micro-batch i holds rows i, i+k, i+2k, ...: each stays spread over the data axis.
+        micro = {k: jnp.swapaxes(v.reshape((-1, accumulation) + v.shape[1:]), 0, 1)
+                 for k, v in batch.items() if k in ("inputs", "targets", "positions",
+                                                    "segment_ids", "loss_weights")}
+
+        def accumulate(carry, xs):
+            grads, loss_sum, weight_sum = carry
+            index, mb = xs
+            (loss, weight), g = jax.value_and_grad(
+                lambda p: micro_loss(p, mb, jax.random.fold_in(base_key, index)),
+                has_aux=True)(params)
+            grads = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), grads, g)
+            return (grads, loss_sum + loss, weight_sum + weight), None
+
+        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+        (grads, loss_sum, weight_sum), _ = jax.lax.scan(
+            accumulate, (zeros, jnp.float32(0), jnp.float32(0)),
+            (jnp.arange(accumulation), micro))
+        denominator = weight_sum + config.loss_denominator_epsilon
+        grads = jax.tree.map(lambda g: g / denominator, grads)
+        loss = loss_sum / denominator
+        grad_norm = optax.global_norm(grads)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(
+            optax.global_norm(new_params))
+        # A step with a non-finite loss, gradient or result changes nothing: params and
+        # optimizer state stay as they were, so no checkpoint ever holds non-finite params.
+        params = _tree_where(finite, new_params, params)
+        opt_state = _tree_where(finite, new_opt_state, opt_state)
+        return params, opt_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite,
+                                   "loss_tokens": weight_sum}
+
+    return train_step
+
+
+def _opt_state_shardings(opt_state: Any, params_structure: Any, param_shardings: Any,
+                         mesh: jax.sharding.Mesh) -> Any:
+    """Shard every params-shaped subtree of the optimizer state like the params; replicate the
+    rest (counters, scalars)."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def is_params_like(x):
+        return jax.tree.structure(x) == params_structure
+
+    return jax.tree.map(lambda sub: param_shardings if is_params_like(sub) else replicated,
+                        opt_state, is_leaf=is_params_like)
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def parameter_table(boxed: Any, shardings: Any) -> str:
+    """Name, shape, logical axes, mesh sharding and bytes per device of every parameter."""
+    rows = [("name", "shape", "logical axes", "sharding", "per device")]
+    total = 0
+    flat_boxes = jax.tree_util.tree_flatten_with_path(
+        boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+    for (path, box), sharding in zip(flat_boxes, jax.tree.leaves(shardings)):
+        value = box.value
+        shard = sharding.shard_shape(value.shape)
+        nbytes = math.prod(shard) * jnp.dtype(value.dtype).itemsize
+        total += nbytes
+        rows.append(("/".join(str(getattr(k, "key", k)) for k in path), str(value.shape),
+                     str(tuple(box.names)), str(tuple(sharding.spec)), _format_bytes(nbytes)))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.append(f"total parameter bytes per device: {_format_bytes(total)}")
+    return "\n".join(lines)
+
+
+class _Preemption:
+    """SIGTERM (TPU preemption) sets a flag; the loop checkpoints and exits cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: OptimizerConfig,
+          checkpoint_config: CheckpointConfig, run_dir: str,
+          rules: partitioning.Rules = partitioning.DEFAULT_RULES,
+          on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) training in ``run_dir``; returns a summary of the run."""
+    from seqio_tasks import mixing, mixtures  # noqa: F401 (registers tasks and mixtures)
+    from seqio_tasks.registry import resolve_schedule
+
+    from codereason_jax import metrics as metrics_lib
+
+    is_chief = jax.process_index() == 0
+    os.makedirs(run_dir, exist_ok=True)
+    mesh = partitioning.make_mesh(config.resolved_mesh_shape(jax.device_count()))
+    rules = partitioning.validate_rules(rules)
+    model = PanGuDecoder(model_config)
+    schedule = resolve_schedule(config.mixture, config.num_steps)
+    optimizer, learning_rate = optimizer_config.build(config.num_steps)
+
+    example = jnp.zeros((config.batch_size, config.sequence_length), jnp.int32)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(config.seed), example))["params"]
+    partitioning.check_tensor_axes(boxed, rules)
+    param_shardings = partitioning.param_shardings(boxed, mesh, rules)
+    abstract_params = nn.meta.unbox(boxed)
+    abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+    opt_shardings = _opt_state_shardings(abstract_opt, jax.tree.structure(abstract_params),
+                                         param_shardings, mesh)
+    batch_sharding = partitioning.batch_sharding(mesh, rules)
+    if is_chief:
+        print(f"mesh {dict(mesh.shape)} over {jax.device_count()} "
+              f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es)")
+        print(parameter_table(boxed, param_shardings), flush=True)
+
+    checkpoints = RunCheckpoints(run_dir, checkpoint_config)
+    meta_base = {"mixture": config.mixture, "schedule_fingerprint": schedule.fingerprint(),
+                 "seed": config.seed, "batch_size": config.batch_size,
+                 "sequence_length": config.sequence_length}
+    with jax.set_mesh(mesh):
+        restored = checkpoints.restore_latest(abstract_like(abstract_params, param_shardings),
+                                              abstract_like(abstract_opt, opt_shardings))
+        if restored is not None:
+            start_step, params, opt_state, meta = restored
+            _check_resume_meta(meta, meta_base, config, run_dir)
+            if is_chief:
+                print(f"resuming from the checkpoint of step {start_step}", flush=True)
+        else:
+            start_step = 0
+            if config.init_from:
+                source_step, params = restore_params(
+                    config.init_from, abstract_like(abstract_params, param_shardings),
+                    config.init_from_step)
+                if is_chief:
+                    print(f"initialised params from {config.init_from} (step {source_step}); "
+                          "fresh optimizer state, step 0", flush=True)
+            else:
+                params = jax.jit(lambda key: nn.meta.unbox(model.init(key, example)["params"]),
+                                 out_shardings=param_shardings)(jax.random.key(config.seed))
+            opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+
+        step_fn = jax.jit(make_train_step(model, optimizer, config, rules),
+                          in_shardings=(param_shardings, opt_shardings, batch_sharding, None),
+                          out_shardings=(param_shardings, opt_shardings, None),
+                          donate_argnums=(0, 1))
+        data = mixing.mixture_iterator(
+            config.mixture, sequence_length=config.sequence_length,
+            batch_size=config.batch_size, seed=config.seed, start_step=start_step,
+            total_steps=config.num_steps, host_index=jax.process_index(),
+            host_count=jax.process_count(), pack_instructions=config.pack_instructions,
+            overlong=config.overlong)
+        if on_start is not None:
+            on_start()
+        summary = _loop(step_fn, params, opt_state, data, start_step, config, model_config,
+                        learning_rate, checkpoints, meta_base, batch_sharding, run_dir,
+                        is_chief, metrics_lib)
+    checkpoints.close()
+    return summary
+
+
+def _check_resume_meta(meta: dict, expected: dict, config: TrainConfig, run_dir: str) -> None:
+    for key in ("seed", "batch_size", "sequence_length"):
+        if meta.get(key) != expected[key]:
+            raise CheckpointError(
+                f"The checkpoint in {run_dir} was written with {key}={meta.get(key)}, but this "
+                f"run has {key}={expected[key]}; resuming would not reproduce the run. Use a new "
+                "run directory (and TrainConfig.init_from to start from these weights).")
+    if meta.get("schedule_fingerprint") != expected["schedule_fingerprint"] and (
+            not config.allow_schedule_change):
+        raise CheckpointError(
+            f"The mixture schedule changed under {run_dir}: the checkpoint used "
+            f"{meta.get('mixture')!r} (fingerprint {meta.get('schedule_fingerprint')}), this run "
+            f"{expected['mixture']!r} (fingerprint {expected['schedule_fingerprint']}). Set "
+            "TrainConfig.allow_schedule_change = True to continue anyway.")
+
+
+def _loop(step_fn, params, opt_state, data, start_step, config, model_config, learning_rate,
+          checkpoints, meta_base, batch_sharding, run_dir, is_chief, metrics_lib):
+    preemption = _Preemption()
+    writer = metrics_lib.MetricsWriter(os.path.join(run_dir, "tensorboard"), enabled=is_chief)
+    progress = metrics_lib.Progress(config.num_steps, start_step=start_step) if is_chief else None
+    flops_per_token = metrics_lib.training_flops_per_token(model_config, config.sequence_length)
+    peak, _ = metrics_lib.peak_flops_per_device()
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    sources = data.plan.sources
+    consecutive_bad, last_loss, step = 0, float("nan"), start_step
+    tokens_per_step = config.batch_size * config.sequence_length
+    window_start, window_steps = time.perf_counter(), 0
+    try:
+        for step in range(start_step, config.num_steps):
+            host_batch = next(data)
+            source_ids = host_batch.pop("source_ids")
+            batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
+                     for k, v in host_batch.items()}
+            params, opt_state, step_metrics = step_fn(params, opt_state, batch, step)
+            step_metrics = jax.device_get(step_metrics)
+            loss = float(step_metrics["loss"])
+            finite = bool(step_metrics["finite"])
+            consecutive_bad = 0 if finite else consecutive_bad + 1
+            record = {"step": step, "loss": loss, "grad_norm": float(step_metrics["grad_norm"]),
+                      "learning_rate": float(learning_rate(step)), "finite": finite,
+                      "stage": data.plan.schedule.stage_index(step) + 1}
+            real = (host_batch["segment_ids"] > 0).sum(axis=1)
+            shares = {f"share/{name}": float(real[source_ids == j].sum() / max(1, real.sum()))
+                      for j, name in enumerate(sources)}
+            if is_chief:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps({**record, **shares}) + "\n")
+            if not finite:
+                print(f"warning: step {step}: non-finite loss or gradient (loss={loss}); the "
+                      f"update was not applied ({consecutive_bad} in a row).", flush=True)
+                if consecutive_bad >= config.max_consecutive_nonfinite:
+                    raise FloatingPointError(
+                        f"{consecutive_bad} consecutive non-finite steps up to step {step}; "
+                        "stopping. Lower the learning rate, check the data at these steps "
+                        "(inspect_mixture), or raise TrainConfig.max_consecutive_nonfinite.")
+            else:
+                last_loss = loss
+            window_steps += 1
+            done = step + 1
+            if is_chief and (done % config.log_every == 0 or done == config.num_steps):
+                elapsed = time.perf_counter() - window_start
+                tokens_per_s = window_steps * tokens_per_step / max(elapsed, 1e-9)
+                per_device = tokens_per_s / jax.device_count()
+                mfu = metrics_lib.mfu(per_device, flops_per_token, peak)
+                writer.write_scalars(done, {**record, **shares, "tokens_per_second": tokens_per_s,
+                                            "tokens_per_second_per_device": per_device,
+                                            "mfu": mfu})
+                progress.update(done, loss, tokens_per_s, {"mfu": mfu})
+                window_start, window_steps = time.perf_counter(), 0
+            checkpoints.save(done, params, opt_state, {**meta_base, "step": done})
+            if preemption.requested:
+                checkpoints.save(done, params, opt_state, {**meta_base, "step": done},
+                                 force=True)
+                checkpoints.wait()
+                print(f"SIGTERM: saved the checkpoint of step {done} and stopped; run the same "
+                      "command to resume.", flush=True)
+                return {"step": done, "loss": last_loss, "preempted": True}
+        if config.num_steps % checkpoints.config.every_steps:
+            checkpoints.save(config.num_steps, params, opt_state,
+                             {**meta_base, "step": config.num_steps}, force=True)
+        checkpoints.wait()
+    finally:
+        preemption.restore()
+        writer.close()
+        if progress is not None:
+            progress.close()
+    return {"step": config.num_steps, "loss": last_loss, "preempted": False}
