@@ -226,6 +226,8 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
               f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es)")
         print(parameter_table(boxed, param_shardings), flush=True)
 
+    # Peak FLOP/s for MFU: from the table for accelerators, measured once here on CPU.
+    peak, _ = metrics_lib.peak_flops_per_device(dtype=model_config.dtype)
     checkpoints = RunCheckpoints(run_dir, checkpoint_config)
     meta_base = {"mixture": config.mixture, "schedule_fingerprint": schedule.fingerprint(),
                  "seed": config.seed, "batch_size": config.batch_size,
@@ -266,7 +268,7 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
             on_start()
         summary = _loop(step_fn, params, opt_state, data, start_step, config, model_config,
                         learning_rate, checkpoints, meta_base, batch_sharding, run_dir,
-                        is_chief, metrics_lib)
+                        is_chief, metrics_lib, peak)
     checkpoints.close()
     return summary
 
@@ -288,12 +290,11 @@ def _check_resume_meta(meta: dict, expected: dict, config: TrainConfig, run_dir:
 
 
 def _loop(step_fn, params, opt_state, data, start_step, config, model_config, learning_rate,
-          checkpoints, meta_base, batch_sharding, run_dir, is_chief, metrics_lib):
+          checkpoints, meta_base, batch_sharding, run_dir, is_chief, metrics_lib, peak):
     preemption = _Preemption()
     writer = metrics_lib.MetricsWriter(os.path.join(run_dir, "tensorboard"), enabled=is_chief)
     progress = metrics_lib.Progress(config.num_steps, start_step=start_step) if is_chief else None
     flops_per_token = metrics_lib.training_flops_per_token(model_config, config.sequence_length)
-    peak, _ = metrics_lib.peak_flops_per_device()
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     sources = data.plan.sources
     consecutive_bad, last_loss, step = 0, float("nan"), start_step

@@ -1,0 +1,250 @@
+"""The trainer: end-to-end runs, exact resume after SIGKILL, SIGTERM, fine-tuning, guards."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from codereason_jax import partitioning
+from codereason_jax.checkpoints import abstract_like, restore_params
+from codereason_jax.model import PanGuConfig, PanGuDecoder
+from codereason_jax.optim import OptimizerConfig
+from codereason_jax.trainer import TrainConfig, make_train_step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = PanGuConfig(vocab_size=8192, max_seq_len=64, num_layers=3, d_model=32, num_heads=4,
+                   d_ff=64, dropout_rate=0.1)
+RUN_GIN = """
+PanGuConfig.vocab_size = 8192
+PanGuConfig.max_seq_len = 64
+PanGuConfig.num_layers = 3
+PanGuConfig.d_model = 32
+PanGuConfig.num_heads = 4
+PanGuConfig.d_ff = 64
+TrainConfig.mixture = 'pretrain_code_embedded'
+TrainConfig.num_steps = 12
+TrainConfig.batch_size = 8
+TrainConfig.sequence_length = 64
+TrainConfig.log_every = 4
+OptimizerConfig.peak_learning_rate = 1e-2
+OptimizerConfig.warmup_steps = 2
+CheckpointConfig.every_steps = 4
+"""
+
+
+def write_gin(tmp_path, extra=""):
+    path = tmp_path / "run.gin"
+    path.write_text(RUN_GIN + extra)
+    return str(path)
+
+
+def launch(gin_file, run_dir, *bindings):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen(
+        [sys.executable, "-m", "codereason_jax.train", f"--gin_file={gin_file}",
+         f"--run_dir={run_dir}", *bindings],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run(gin_file, run_dir, *bindings, timeout=300):
+    process = launch(gin_file, run_dir, *bindings)
+    out, _ = process.communicate(timeout=timeout)
+    return process.returncode, out
+
+
+def losses(run_dir):
+    """step -> loss, the last record of each step (a resumed run rewrites some steps)."""
+    by_step = {}
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            by_step[record["step"]] = record["loss"]
+    return by_step
+
+
+def final_params(run_dir, config=TINY):
+    model = PanGuDecoder(config)
+    abstract = nn.meta.unbox(jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))["params"])
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    step, params = restore_params(run_dir, abstract_like(
+        abstract, jax.tree.map(lambda _: device, abstract)))
+    return step, jax.device_get(params)
+
+
+def test_kill_and_restart_reproduce_the_uninterrupted_run_bitwise(tmp_path):
+    gin_file = write_gin(tmp_path)
+    reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
+    code, out = run(gin_file, reference, "--gin.TrainConfig.mesh_shape=(2, 1, 4)")
+    assert code == 0, out
+
+    process = launch(gin_file, interrupted, "--gin.TrainConfig.mesh_shape=(2, 1, 4)")
+    metrics = os.path.join(interrupted, "metrics.jsonl")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # kill -9 once step 6 is done (checkpoint 4 exists)
+        if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 7:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert losses(interrupted).keys() != losses(reference).keys()  # it really was cut short
+
+    code, out = run(gin_file, interrupted, "--gin.TrainConfig.mesh_shape=(2, 1, 4)")
+    assert code == 0, out
+    assert "resuming from the checkpoint of step" in out
+    assert losses(interrupted) == losses(reference)  # bitwise: floats compared exactly
+    ref_losses = [losses(reference)[s] for s in range(12)]
+    assert np.mean(ref_losses[-3:]) < ref_losses[0] - 0.3  # and it learns
+    (step_a, params_a), (step_b, params_b) = final_params(reference), final_params(interrupted)
+    assert step_a == step_b == 12
+    jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+    config = open(os.path.join(reference, "config.gin")).read()
+    assert "TrainConfig.mixture = 'pretrain_code_embedded'" in config
+    assert "PanGuConfig.d_model = 32" in config
+
+
+def test_sigterm_checkpoints_and_exits_cleanly_then_resumes(tmp_path):
+    gin_file = write_gin(tmp_path)
+    run_dir = str(tmp_path / "run")
+    process = launch(gin_file, run_dir, "--gin.TrainConfig.mesh_shape=(1, 8, 1)",
+                     "--gin.CheckpointConfig.every_steps=100")
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, out
+    assert "SIGTERM: saved the checkpoint of step" in out
+    saved = sorted(int(d) for d in os.listdir(os.path.join(run_dir, "checkpoints"))
+                   if d.isdigit())
+    assert saved and 3 <= saved[-1] < 12
+    code, out = run(gin_file, run_dir, "--gin.TrainConfig.mesh_shape=(1, 8, 1)",
+                    "--gin.CheckpointConfig.every_steps=100")
+    assert code == 0, out
+    assert f"resuming from the checkpoint of step {saved[-1]}" in out
+    assert sorted(losses(run_dir)) == list(range(12))
+
+
+def test_finetune_from_a_checkpoint_of_another_mesh(tmp_path):
+    gin_file = write_gin(tmp_path)
+    pretrain, finetune = str(tmp_path / "pretrain"), str(tmp_path / "finetune")
+    code, out = run(gin_file, pretrain, "--gin.TrainConfig.mesh_shape=(2, 1, 4)",
+                    "--gin.TrainConfig.num_steps=4")
+    assert code == 0, out
+    code, out = run(gin_file, finetune, "--gin.TrainConfig.mesh_shape=(1, 8, 1)",
+                    "--gin.TrainConfig.num_steps=4",
+                    "--gin.TrainConfig.mixture='sft_stepwise_decrease_embedded'",
+                    "--gin.TrainConfig.overlong='truncate'",
+                    f"--gin.TrainConfig.init_from='{pretrain}'",
+                    "--gin.OptimizerConfig.peak_learning_rate=0.0",
+                    "--gin.OptimizerConfig.end_learning_rate=0.0")
+    assert code == 0, out
+    assert "initialised params from" in out and "step 0" in out
+    # With a zero learning rate the fine-tuned params are exactly the pre-trained ones.
+    _, before = final_params(pretrain)
+    _, after = final_params(finetune)
+    jax.tree.map(np.testing.assert_array_equal, before, after)
+    assert sorted(losses(finetune)) == [0, 1, 2, 3]
+
+
+def test_changed_schedule_is_refused_on_resume(tmp_path):
+    gin_file = write_gin(tmp_path)
+    run_dir = str(tmp_path / "run")
+    code, out = run(gin_file, run_dir, "--gin.TrainConfig.num_steps=4")
+    assert code == 0, out
+    code, out = run(gin_file, run_dir, "--gin.TrainConfig.num_steps=8",
+                    "--gin.TrainConfig.mixture='pretrain_nl_embedded'")
+    assert code == 2
+    assert "The mixture schedule changed" in out and "allow_schedule_change" in out
+
+
+@pytest.mark.parametrize("binding,message", [
+    ("--gin.TrainConfig.batch_sise=8", "batch_sise"),
+    ("--gin.PanGuConfig.num_heads=5", "PanGuConfig.d_model=32 is not divisible"),
+    ("--gin.TrainConfig.grad_accumulation=3", "not divisible by TrainConfig.grad_accumulation"),
+])
+def test_gin_errors_stop_before_any_work(tmp_path, binding, message):
+    code, out = run(write_gin(tmp_path), str(tmp_path / "run"), binding)
+    assert code == 2 and message in out
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_missing_required_value_is_named(tmp_path):
+    path = tmp_path / "partial.gin"
+    path.write_text(RUN_GIN.replace("TrainConfig.mixture = 'pretrain_code_embedded'\n", ""))
+    code, out = run(str(path), str(tmp_path / "run"))
+    assert code == 2 and "TrainConfig is missing required values: mixture" in out
+
+
+def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path):
+    code, out = run(write_gin(tmp_path), str(tmp_path / "run"),
+                    "--gin.OptimizerConfig.peak_learning_rate=1e38",
+                    "--gin.OptimizerConfig.warmup_steps=0",
+                    "--gin.TrainConfig.max_consecutive_nonfinite=3")
+    assert code == 3, out
+    assert "3 consecutive non-finite steps" in out
+    assert not os.listdir(tmp_path / "run" / "checkpoints")  # nothing non-finite was saved
+
+
+# --- the step function in-process ------------------------------------------------------------
+
+def _step_setup(config, accumulation, mesh_shape=(2, 1, 4)):
+    mesh = partitioning.make_mesh(mesh_shape)
+    rules = partitioning.DEFAULT_RULES
+    model = PanGuDecoder(config)
+    train_config = TrainConfig(mixture="unused", num_steps=10, batch_size=8, sequence_length=32,
+                               grad_accumulation=accumulation)
+    optimizer, _ = OptimizerConfig(peak_learning_rate=1e-2, warmup_steps=0).build(10)
+    params = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 32), jnp.int32))["params"])
+    step = jax.jit(make_train_step(model, optimizer, train_config, rules))
+    return mesh, step, params, optimizer.init(params)
+
+
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(3, 8192, size=(8, 33)).astype(np.int32)
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+            "positions": np.tile(np.arange(32, dtype=np.int32), (8, 1)),
+            "segment_ids": np.ones((8, 32), np.int32),
+            "loss_weights": rng.integers(0, 2, size=(8, 32)).astype(np.float32)}
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    config = dataclasses.replace(TINY, dropout_rate=0.0)
+    results = []
+    for accumulation in (1, 4):
+        mesh, step, params, opt_state = _step_setup(config, accumulation)
+        with jax.set_mesh(mesh):
+            new_params, _, metrics = step(params, opt_state, _batch(), 0)
+        results.append((jax.device_get(new_params), float(metrics["loss"])))
+    (p1, l1), (p4, l4) = results
+    assert l1 == pytest.approx(l4, rel=1e-6)
+    # Adam normalises each coordinate, so gradients that are ~0 up to float noise (a few biases)
+    # can move by a noise-sized fraction of a step: compare to 1e-4 of the step size (lr 1e-2).
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p1, p4)
+    moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), p1, _step_setup(config, 1)[2])
+    assert max(jax.tree.leaves(moved)) > 1e-4  # the step did change the params
+
+
+def test_nonfinite_batch_leaves_the_state_untouched():
+    mesh, step, params, opt_state = _step_setup(TINY, 2)
+    bad = _batch()
+    bad["loss_weights"][3, 5] = np.inf
+    with jax.set_mesh(mesh):
+        new_params, new_opt, metrics = step(params, opt_state, bad, 0)
+    assert not bool(metrics["finite"])
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(new_params), params)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(new_opt), opt_state)
