@@ -20,8 +20,9 @@ $(VENV)/.installed: setup.py $(CONSTRAINTS)
 	$(PY) -c "import seqio, t5.data.preprocessors, t5.evaluation.metrics, codereason_jax"
 	touch $@
 
+# Pre-trains the tiny model on the embedded corpora; rerunning resumes (or finishes at once).
 demo: venv
-	$(PY) -m codereason_jax.smoke_check --gin_file=gin/models/pangu_tiny.gin
+	$(PY) -m codereason_jax.train --gin_file=gin/runs/demo_cpu.gin --run_dir=runs/demo_cpu
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS) tests

@@ -124,11 +124,11 @@ def make_train_step(model: PanGuDecoder, optimizer: optax.GradientTransformation
         denominator = weight_sum + config.loss_denominator_epsilon
         grads = jax.tree.map(lambda g: g / denominator, grads)
         loss = loss_sum / denominator
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(
-            optax.global_norm(new_params))
+            optax.tree.norm(new_params))
         # A step with a non-finite loss, gradient or result changes nothing: params and
         # optimizer state stay as they were, so no checkpoint ever holds non-finite params.
         params = _tree_where(finite, new_params, params)
