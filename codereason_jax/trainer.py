@@ -58,6 +58,8 @@ class TrainConfig:
     allow_schedule_change: bool = False
     # The paper's loss divides by (number of tokens + 1e-5); 0 gives the exact mean.
     loss_denominator_epsilon: float = 0.0
+    # Where local copies of the real datasets live (overrides $CODEREASON_DATA_DIR).
+    data_dir: str | None = None
 
     def __post_init__(self):
         for name in ("num_steps", "batch_size", "sequence_length", "grad_accumulation",
@@ -206,6 +208,8 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
 
     is_chief = jax.process_index() == 0
     os.makedirs(run_dir, exist_ok=True)
+    if config.data_dir:
+        os.environ["CODEREASON_DATA_DIR"] = config.data_dir
     mesh = partitioning.make_mesh(config.resolved_mesh_shape(jax.device_count()))
     rules = partitioning.validate_rules(rules)
     model = PanGuDecoder(model_config)
