@@ -11,6 +11,10 @@ examples), plus packing efficiency and what was dropped or truncated.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow (under SeqIO) is only the reader
+
 import argparse
 import sys
 from typing import Sequence

@@ -10,8 +10,11 @@ RUN_DIR/config.gin. Running the same command again resumes from the newest compl
 
 from __future__ import annotations
 
-import argparse
 import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow (under SeqIO) is only the reader
+
+import argparse
 import sys
 from typing import Sequence
 

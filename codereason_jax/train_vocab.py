@@ -14,10 +14,13 @@ characters-per-token ratio on them is printed. Usage errors exit with code 2.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow (under SeqIO) is only the reader
+
 import argparse
 import dataclasses
 import importlib
-import os
 import sys
 from typing import Callable, Iterator, Sequence
 

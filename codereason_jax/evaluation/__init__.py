@@ -1,0 +1,1 @@
+"""Evaluation: scoring, generation, sandboxed execution, metrics."""

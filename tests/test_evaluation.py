@@ -1,0 +1,161 @@
+"""Multiple-choice scoring (paper quirk, corrected, log-likelihood) and cached generation."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from codereason_jax.evaluation import generation, scoring
+from codereason_jax.model import PanGuConfig
+from test_model import init, trained_scale
+
+
+class CharVocabulary:
+    """One token per character: hand-built cases stay readable."""
+    pad_id = 0
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+
+class TableScorer:
+    """NLL of predicting token t is table[t] (default 1.0), whatever the context."""
+    max_length = 64
+
+    def __init__(self, table):
+        self.table = table
+
+    def __call__(self, rows):
+        return np.array([sum(w * self.table.get(int(t), 1.0)
+                             for t, w in zip(r.tokens[1:], r.weights)) for r in rows])
+
+
+def test_paper_row_reproduces_the_off_by_one():
+    row = scoring.paper_row([5, 6], [5, 6, 7, 8], pad_id=0, max_length=16)
+    np.testing.assert_array_equal(row.tokens, [5, 6, 7, 8, 0])
+    # Input positions 2 and 3 carry the mask: they predict 8 and the padding after the end;
+    # the span's first token (7) is never scored.
+    np.testing.assert_array_equal(row.weights, [0, 0, 1, 1])
+
+
+def test_span_row_scores_exactly_the_span():
+    row = scoring.span_row([5, 6], [7, 8], max_length=16)
+    np.testing.assert_array_equal(row.tokens, [5, 6, 7, 8])
+    np.testing.assert_array_equal(row.weights, [0, 1, 1])  # predict 7, predict 8
+    long_row = scoring.span_row(list(range(10, 30)), [7, 8], max_length=8)
+    assert long_row.truncated and len(long_row.tokens) == 9
+    np.testing.assert_array_equal(long_row.tokens[-2:], [7, 8])  # the span survives
+
+
+def _examples(candidates, label=0, labels="0"):
+    return [{"example_id": b"q1", "candidate": i, "inputs": prompt, "targets": scored,
+             "label": label, "labels": labels} for i, (prompt, scored) in enumerate(candidates)]
+
+
+def test_modes_on_a_hand_built_case_where_the_quirk_flips_the_answer():
+    # Candidate 0's span "xa": 'x' is very unlikely (NLL 9), 'a' likely (0.1).
+    # Candidate 1's span "bb": both tokens NLL 2. Padding (id 0) costs 0.5.
+    table = {ord("x"): 9.0, ord("a"): 0.1, ord("b"): 2.0, 0: 0.5}
+    examples = _examples([("Q:", "xa"), ("Q:", "bb")])
+    vocab, scorer = CharVocabulary(), TableScorer(table)
+    paper = scoring.score_multiple_choice(examples, vocab, scorer, "paper")[0]
+    corrected = scoring.score_multiple_choice(examples, vocab, scorer, "corrected")[0]
+    # paper: candidate 0 scores mean(0.1, 0.5) = 0.3, candidate 1 mean(2, 0.5) = 1.25 -> 0.
+    assert paper.scores == pytest.approx([0.3, 1.25]) and paper.prediction == 0
+    # corrected: mean(9, 0.1) = 4.55 vs mean(2, 2) = 2 -> 1.
+    assert corrected.scores == pytest.approx([4.55, 2.0]) and corrected.prediction == 1
+    loglik = scoring.score_multiple_choice(examples, vocab, scorer, "loglik")[0]
+    assert loglik.scores == pytest.approx([9.1, 4.0]) and loglik.prediction == 1
+    norm = scoring.score_multiple_choice(examples, vocab, scorer, "loglik_norm")[0]
+    assert norm.scores == pytest.approx([4.55, 2.0])
+
+
+def test_ties_go_to_the_first_candidate_and_multi_answer_gold():
+    examples = _examples([("Q:", "ab"), ("Q:", "ab"), ("Q:", "zz")], label=1, labels="1,2")
+    result = scoring.score_multiple_choice(examples, CharVocabulary(), TableScorer({}),
+                                           "corrected")[0]
+    assert result.prediction == 0 and not result.correct
+    examples = _examples([("Q:", "zz"), ("Q:", "ab")], label=0, labels="0,1")
+    table = {ord("z"): 5.0}
+    result = scoring.score_multiple_choice(examples, CharVocabulary(), TableScorer(table),
+                                           "corrected")[0]
+    assert result.prediction == 1 and result.correct  # any gold answer counts (JEC-QA rule)
+    with pytest.raises(ValueError, match="Unknown scoring mode"):
+        scoring.score_multiple_choice(examples, CharVocabulary(), TableScorer({}), "ppl")
+
+
+CONFIG = PanGuConfig(vocab_size=128, num_layers=3, d_model=32, num_heads=4, d_ff=64,
+                     max_seq_len=64, dropout_rate=0.0)
+
+
+def test_row_scorer_matches_the_model_row_by_row():
+    model, params = init(CONFIG)
+    params = trained_scale(params)
+    rows = [scoring.span_row([3, 4, 5], [6, 7], 64), scoring.span_row([9] * 20, [1, 2, 3], 64),
+            scoring.paper_row([3, 4], [3, 4, 5, 6], 0, 64)]
+    sums = scoring.RowScorer(model, params, batch_size=2)(rows)
+    for row, got in zip(rows, sums):
+        logits = model.apply({"params": params}, jnp.asarray(row.tokens[None, :-1]))
+        nll = -jax.nn.log_softmax(logits[0])[np.arange(len(row.weights)), row.tokens[1:]]
+        assert got == pytest.approx(float(np.sum(np.asarray(nll) * row.weights)), rel=1e-5)
+
+
+def _naive_greedy(model, params, prompt, steps):
+    tokens = list(prompt)
+    for _ in range(steps):
+        logits = model.apply({"params": params}, jnp.asarray([tokens]))
+        tokens.append(int(jnp.argmax(logits[0, -1])))
+    return tokens[len(prompt):]
+
+
+def test_greedy_generation_with_cache_matches_naive_decoding():
+    model, params = init(CONFIG)
+    params = trained_scale(params)
+    prompts = [[5, 6, 7, 8, 9], [11, 12]]  # different lengths: left-padded in one batch
+    config = generation.SamplingConfig(max_new_tokens=8)
+    out = generation.generate(model, params, prompts, eos_id=-1, config=config)
+    for prompt, got in zip(prompts, out):
+        assert got == _naive_greedy(model, params, prompt, 8)
+
+
+def test_sampling_is_seeded_and_topk1_is_greedy():
+    model, params = init(CONFIG)
+    params = trained_scale(params, 3.0)
+    prompts = [[5, 6, 7], [8, 9, 10, 11]]
+
+    def run(**kwargs):
+        config = generation.SamplingConfig(method="sample", max_new_tokens=10, **kwargs)
+        return generation.generate(model, params, prompts, eos_id=-1, config=config)
+
+    assert run(seed=1) == run(seed=1)
+    assert run(seed=1) != run(seed=2)
+    greedy = generation.generate(model, params, prompts, eos_id=-1,
+                                 config=generation.SamplingConfig(max_new_tokens=10))
+    assert run(seed=3, top_k=1) == greedy
+
+
+def test_generation_stops_at_eos_and_refuses_overlong_requests():
+    model, params = init(CONFIG)
+    params = trained_scale(params)
+    first = generation.generate(model, params, [[5, 6, 7]], eos_id=-1,
+                                config=generation.SamplingConfig(max_new_tokens=6))[0]
+    eos = first[2]
+    cut = generation.generate(model, params, [[5, 6, 7]], eos_id=eos,
+                              config=generation.SamplingConfig(max_new_tokens=6))[0]
+    assert cut == first[:first.index(eos)]
+    with pytest.raises(ValueError, match="exceeds the model's context of 64"):
+        generation.generate(model, params, [[1] * 60], eos_id=-1,
+                            config=generation.SamplingConfig(max_new_tokens=10))
+
+
+def test_penalties_discourage_repeats():
+    model, params = init(CONFIG)
+    params = trained_scale(params)
+    plain = generation.generate(model, params, [[5, 6]], eos_id=-1,
+                                config=generation.SamplingConfig(max_new_tokens=20))[0]
+    penalised = generation.generate(
+        model, params, [[5, 6]], eos_id=-1,
+        config=generation.SamplingConfig(max_new_tokens=20, frequency_penalty=100.0))[0]
+    assert len(set(penalised)) == 20 and len(set(plain)) < 20
