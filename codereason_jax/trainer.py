@@ -59,6 +59,9 @@ class TrainConfig:
     loss_denominator_epsilon: float = 0.0
     # Where local copies of the real datasets live (overrides $CODEREASON_DATA_DIR).
     data_dir: str | None = None
+    # Logical-axis rules ((logical name, mesh axis or axes or None), ...); None: the defaults
+    # of codereason_jax.partitioning (data x fsdp x model).
+    logical_axis_rules: tuple | None = None
 
     def __post_init__(self):
         for name in ("num_steps", "batch_size", "sequence_length", "grad_accumulation",
@@ -197,7 +200,6 @@ class _Preemption:
 
 def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: OptimizerConfig,
           checkpoint_config: CheckpointConfig, run_dir: str,
-          rules: partitioning.Rules = partitioning.DEFAULT_RULES,
           on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or resume) training in ``run_dir``; returns a summary of the run."""
     from seqio_tasks import mixing, mixtures  # noqa: F401 (registers tasks and mixtures)
@@ -210,7 +212,9 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
     if config.data_dir:
         os.environ["CODEREASON_DATA_DIR"] = config.data_dir
     mesh = partitioning.make_mesh(config.resolved_mesh_shape(jax.device_count()))
-    rules = partitioning.validate_rules(rules)
+    rules = partitioning.validate_rules(
+        tuple(tuple(rule) for rule in config.logical_axis_rules)
+        if config.logical_axis_rules is not None else partitioning.DEFAULT_RULES)
     model = PanGuDecoder(model_config)
     schedule = resolve_schedule(config.mixture, config.num_steps)
     optimizer, learning_rate = optimizer_config.build(config.num_steps)

@@ -159,3 +159,33 @@ def test_penalties_discourage_repeats():
         model, params, [[5, 6]], eos_id=-1,
         config=generation.SamplingConfig(max_new_tokens=20, frequency_penalty=100.0))[0]
     assert len(set(penalised)) == 20 and len(set(plain)) < 20
+
+
+def test_evaluate_cli_writes_results(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    output = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "codereason_jax.evaluate", "--gin_file=gin/models/pangu_tiny.gin",
+         "--tasks=eval_embedded_codeqa,eval_embedded_codegen", f"--output={output}",
+         "--gin.EvalConfig.max_examples=4", "--gin.EvalConfig.max_new_tokens=8",
+         "--gin.EvalConfig.mode='paper'"],
+        cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert results["checkpoint"] is None and results["model"]["d_model"] == 128
+    qa = results["tasks"]["eval_embedded_codeqa"]
+    assert qa["n"] == 4 and qa["mode"] == "paper" and len(qa["examples"]) == 4
+    low, high = qa["metrics"]["accuracy_ci95"]
+    assert low <= qa["metrics"]["accuracy"] <= high
+    assert all(len(e["scores"]) == 2 for e in qa["examples"])
+    gen = results["tasks"]["eval_embedded_codegen"]
+    assert gen["n"] == 4 and "bleu_paper" in gen["metrics"] and "bleu_corpus" in gen["metrics"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "codereason_jax.evaluate", "--gin_file=gin/models/pangu_tiny.gin",
+         "--tasks=eval_nope", f"--output={output}"], cwd=root, capture_output=True, text=True,
+        timeout=300)
+    assert bad.returncode == 2 and "unknown tasks ['eval_nope']" in bad.stderr

@@ -135,7 +135,37 @@ def test_sigterm_checkpoints_and_exits_cleanly_then_resumes(tmp_path):
                     "--gin.CheckpointConfig.every_steps=100")
     assert code == 0, out
     assert f"resuming from the checkpoint of step {saved[-1]}" in out
-    assert sorted(losses(run_dir)) == list(range(12))
+    by_step = losses(run_dir)
+    assert sorted(by_step) == list(range(12))
+    assert np.mean([by_step[s] for s in (9, 10, 11)]) < by_step[0] - 0.3  # 1x8 fsdp learns
+
+
+def test_corrupt_latest_checkpoint_is_skipped(tmp_path):
+    gin_file = write_gin(tmp_path)
+    run_dir = str(tmp_path / "run")
+    code, out = run(gin_file, run_dir, "--gin.TrainConfig.num_steps=8")
+    assert code == 0, out
+    params_dir = tmp_path / "run" / "checkpoints" / "8" / "params"
+    for path in params_dir.rglob("*"):
+        if path.is_file() and path.stat().st_size > 0:
+            path.write_bytes(b"garbage")
+    code, out = run(gin_file, run_dir, "--gin.TrainConfig.num_steps=10")
+    assert code == 0, out
+    assert "checkpoint at step 8" in out and "skipping it" in out
+    assert "resuming from the checkpoint of step 4" in out
+
+
+def test_rules_mapping_two_axes_of_a_tensor_to_one_mesh_axis_are_refused(tmp_path):
+    rules = ("(('vocab', 'model'), ('embed', 'fsdp'), ('mlp', 'fsdp'), ('heads', 'model'), "
+             "('kv', None), ('position', None), ('layers', None), "
+             "('activation_batch', ('data', 'fsdp')), ('activation_length', None), "
+             "('activation_embed', None), ('activation_mlp', 'model'), "
+             "('activation_heads', 'model'), ('activation_kv', None), "
+             "('activation_vocab', 'model'))")
+    code, out = run(write_gin(tmp_path), str(tmp_path / "run"),
+                    f"--gin.TrainConfig.logical_axis_rules={rules}")
+    assert code == 2
+    assert "logical axes 'embed' and 'mlp' both map to mesh axis 'fsdp'" in out
 
 
 def test_finetune_from_a_checkpoint_of_another_mesh(tmp_path):
