@@ -46,6 +46,10 @@ class EvalConfig:
     seed: int = 0
     execute_tests: bool = True  # pass@1 for generation tasks that carry tests
     data_dir: str | None = None
+    # Contamination: share of each task's examples that share a 13-gram (whitespace tokens)
+    # with the train split of these tasks (pre-training and instruction corpora).
+    contamination_corpora: tuple[str, ...] = ()
+    contamination_n: int = 13
 
 
 gin_utils.register(EvalConfig)
@@ -92,7 +96,9 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
         results = scoring.score_multiple_choice(rows, vocabulary, scorer, config.mode)
         accuracy, low, high = metrics.accuracy_with_ci([r.correct for r in results],
                                                        seed=config.seed)
+        texts = _example_texts(rows, "example_id")
         return {"kind": "multiple_choice", "mode": config.mode, "n": len(results),
+                "contamination": _contamination(texts, config),
                 "metrics": {"accuracy": 100 * accuracy, "accuracy_ci95": [100 * low,
                                                                          100 * high]},
                 "truncated": sum(r.truncated for r in results),
@@ -116,6 +122,7 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
         return [str(i) for i in vocabulary.encode(text)]
 
     result = {"kind": "generation", "sampling": dataclasses.asdict(sampling), "n": len(rows),
+              "contamination": _contamination(_example_texts(rows, "example_id"), config),
               "metrics": {"bleu_paper": metrics.paper_bleu(references, predictions, tokenize),
                           "bleu_corpus": metrics.corpus_bleu(references, predictions, tokenize)}}
     examples = [{"example_id": r["example_id"].decode(), "prediction": p, "reference": ref}
@@ -135,6 +142,39 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
             example["execution"] = execution.status
     result["examples"] = examples
     return result
+
+
+def _example_texts(rows: list[dict[str, Any]], key: str) -> list[str]:
+    """One text per example (its first row's prompt and target) for the n-gram check."""
+    texts: dict[Any, str] = {}
+    for row in rows:
+        texts.setdefault(row[key], row["inputs_pretokenized"].decode() + " " +
+                         row["targets_pretokenized"].decode())
+    return list(texts.values())
+
+
+_CORPUS_CACHE: dict[str, list[str]] = {}
+
+
+def _corpus_texts(name: str) -> list[str]:
+    """The raw strings of a task's train split, read once per process."""
+    import seqio
+
+    if name not in _CORPUS_CACHE:
+        source = seqio.get_mixture_or_task(name).source
+        texts = []
+        for record in source.get_dataset("train", shuffle=False).as_numpy_iterator():
+            texts.append(" ".join(v.decode() for v in record.values() if isinstance(v, bytes)))
+        _CORPUS_CACHE[name] = texts
+    return _CORPUS_CACHE[name]
+
+
+def _contamination(texts: list[str], config: EvalConfig) -> dict[str, float]:
+    from codereason_jax.evaluation import metrics
+
+    return {name: metrics.ngram_overlap(texts, _corpus_texts(name),
+                                        n=config.contamination_n)["fraction"]
+            for name in config.contamination_corpora}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

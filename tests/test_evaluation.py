@@ -172,7 +172,8 @@ def test_evaluate_cli_writes_results(tmp_path):
         [sys.executable, "-m", "codereason_jax.evaluate", "--gin_file=gin/models/pangu_tiny.gin",
          "--tasks=eval_embedded_codeqa,eval_embedded_codegen", f"--output={output}",
          "--gin.EvalConfig.max_examples=4", "--gin.EvalConfig.max_new_tokens=8",
-         "--gin.EvalConfig.mode='paper'"],
+         "--gin.EvalConfig.mode='paper'",
+         "--gin.EvalConfig.contamination_corpora=('embedded_code',)"],
         cwd=root, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(output.read_text())
@@ -182,6 +183,8 @@ def test_evaluate_cli_writes_results(tmp_path):
     low, high = qa["metrics"]["accuracy_ci95"]
     assert low <= qa["metrics"]["accuracy"] <= high
     assert all(len(e["scores"]) == 2 for e in qa["examples"])
+    # The embedded evaluation sets come from validation files: none is in the training code.
+    assert qa["contamination"]["embedded_code"] == 0.0
     gen = results["tasks"]["eval_embedded_codegen"]
     assert gen["n"] == 4 and "bleu_paper" in gen["metrics"] and "bleu_corpus" in gen["metrics"]
     bad = subprocess.run(
@@ -189,3 +192,13 @@ def test_evaluate_cli_writes_results(tmp_path):
          "--tasks=eval_nope", f"--output={output}"], cwd=root, capture_output=True, text=True,
         timeout=300)
     assert bad.returncode == 2 and "unknown tasks ['eval_nope']" in bad.stderr
+
+
+def test_embedded_eval_sets_are_clean_of_train_and_found_in_their_source():
+    from codereason_jax.evaluation import metrics
+    from seqio_tasks.sources import embedded
+    texts = [q["query"] + " " + q["code"] for q in list(embedded.code_qa_pairs("validation"))[:8]]
+    train = [d["text"] for d in embedded.code_documents("train")]
+    validation = [d["text"] for d in embedded.code_documents("validation")]
+    assert metrics.ngram_overlap(texts, train)["fraction"] == 0.0
+    assert metrics.ngram_overlap(texts, validation)["fraction"] == 1.0
