@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from codereason_jax import partitioning
+from codereason_jax import evaluate, partitioning
 from codereason_jax.checkpoints import (CheckpointConfig, CheckpointError, RunCheckpoints,
                                         abstract_like, restore_params)
 from codereason_jax.losses import cross_entropy
@@ -62,6 +62,13 @@ class TrainConfig:
     # Logical-axis rules ((logical name, mesh axis or axes or None), ...); None: the defaults
     # of codereason_jax.partitioning (data x fsdp x model).
     logical_axis_rules: tuple | None = None
+    # Periodic evaluation every N steps (None: never): the loss on `eval_batches` validation
+    # batches of each training task (per-source eval loss), and the metrics of `eval_tasks`
+    # (at most `eval_max_examples` examples each), to TensorBoard and RUN_DIR/eval.jsonl.
+    eval_every: int | None = None
+    eval_batches: int = 2
+    eval_tasks: tuple[str, ...] = ()
+    eval_max_examples: int = 50
 
     def __post_init__(self):
         for name in ("num_steps", "batch_size", "sequence_length", "grad_accumulation",
@@ -271,13 +278,61 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
             total_steps=config.num_steps, host_index=jax.process_index(),
             host_count=jax.process_count(), pack_instructions=config.pack_instructions,
             overlong=config.overlong)
+        evaluator = (_make_evaluator(model, model_config, config, rules, batch_sharding,
+                                     data.plan.sources) if config.eval_every else None)
         if on_start is not None:
             on_start()
         summary = _loop(step_fn, params, opt_state, data, start_step, config, model_config,
                         learning_rate, checkpoints, meta_base, batch_sharding, run_dir,
-                        is_chief, metrics_lib, peak)
+                        is_chief, metrics_lib, peak, evaluator)
     checkpoints.close()
     return summary
+
+
+def _make_evaluator(model, model_config, config, rules, batch_sharding, sources):
+    """params -> {"eval_loss/<task>": ..., "eval/<task>/<metric>": ...} (deterministic)."""
+    from seqio_tasks import mixing
+
+    batches = {}
+    for task in sources:
+        iterator = mixing.mixture_iterator(
+            task, sequence_length=config.sequence_length, batch_size=config.batch_size,
+            seed=config.seed, split="validation", host_index=jax.process_index(),
+            host_count=jax.process_count(), pack_instructions=config.pack_instructions,
+            overlong=config.overlong)
+        batches[task] = [{k: v for k, v in next(iterator).items() if k != "source_ids"}
+                         for _ in range(config.eval_batches)]
+
+    @jax.jit
+    def loss_sums(params, batch):
+        with nn.logical_axis_rules(rules):
+            logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                                 batch["segment_ids"])
+        return cross_entropy(logits, batch["targets"], batch["loss_weights"])
+
+    eval_model = PanGuDecoder(dataclasses.replace(model_config, dropout_rate=0.0))
+    eval_config = evaluate.EvalConfig(tasks=config.eval_tasks,
+                                      max_examples=config.eval_max_examples,
+                                      execute_tests=False)
+
+    def evaluator(params) -> dict[str, float]:
+        results = {}
+        for task, host_batches in batches.items():
+            total = weight = 0.0
+            for host_batch in host_batches:
+                batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
+                         for k, v in host_batch.items()}
+                t, w = jax.device_get(loss_sums(params, batch))
+                total, weight = total + float(t), weight + float(w)
+            results[f"eval_loss/{task}"] = total / max(weight, 1.0)
+        for task in config.eval_tasks:
+            for name, value in evaluate.evaluate_task(task, eval_model, params,
+                                                      eval_config)["metrics"].items():
+                if isinstance(value, float):
+                    results[f"eval/{task}/{name}"] = value
+        return results
+
+    return evaluator
 
 
 def _check_resume_meta(meta: dict, expected: dict, config: TrainConfig, run_dir: str) -> None:
@@ -297,7 +352,8 @@ def _check_resume_meta(meta: dict, expected: dict, config: TrainConfig, run_dir:
 
 
 def _loop(step_fn, params, opt_state, data, start_step, config, model_config, learning_rate,
-          checkpoints, meta_base, batch_sharding, run_dir, is_chief, metrics_lib, peak):
+          checkpoints, meta_base, batch_sharding, run_dir, is_chief, metrics_lib, peak,
+          evaluator):
     preemption = _Preemption()
     writer = metrics_lib.MetricsWriter(os.path.join(run_dir, "tensorboard"), enabled=is_chief)
     progress = metrics_lib.Progress(config.num_steps, start_step=start_step) if is_chief else None
@@ -349,6 +405,12 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
                                             "mfu": mfu})
                 progress.update(done, loss, tokens_per_s, {"mfu": mfu})
                 window_start, window_steps = time.perf_counter(), 0
+            if evaluator is not None and done % config.eval_every == 0:
+                results = evaluator(params)
+                if is_chief:
+                    writer.write_scalars(done, results)
+                    with open(os.path.join(run_dir, "eval.jsonl"), "a") as f:
+                        f.write(json.dumps({"step": done, **results}) + "\n")
             checkpoints.save(done, params, opt_state, {**meta_base, "step": done})
             if preemption.requested:
                 checkpoints.save(done, params, opt_state, {**meta_base, "step": done},

@@ -280,3 +280,20 @@ def test_nonfinite_batch_leaves_the_state_untouched():
     assert not bool(metrics["finite"])
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(new_params), params)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(new_opt), opt_state)
+
+
+def test_periodic_evaluation_writes_per_source_loss_and_task_metrics(tmp_path):
+    run_dir = tmp_path / "run"
+    code, out = run(write_gin(tmp_path), str(run_dir), "--gin.TrainConfig.num_steps=4",
+                    "--gin.TrainConfig.eval_every=2",
+                    "--gin.TrainConfig.eval_tasks=('eval_embedded_codeqa',)",
+                    "--gin.TrainConfig.eval_max_examples=3")
+    assert code == 0, out
+    records = [json.loads(line) for line in open(run_dir / "eval.jsonl")]
+    assert [r["step"] for r in records] == [2, 4]
+    for record in records:
+        assert set(record) == {"step", "eval_loss/embedded_code", "eval_loss/embedded_text",
+                               "eval/eval_embedded_codeqa/accuracy"}
+        assert 5.0 < record["eval_loss/embedded_code"] < 9.5
+    # Training lowers the validation loss of both sources.
+    assert records[1]["eval_loss/embedded_code"] < records[0]["eval_loss/embedded_code"] + 0.5
