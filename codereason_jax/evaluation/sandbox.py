@@ -24,7 +24,8 @@ and then becomes three processes:
   directory is replaced by a tmpfs holding only a read-only bind mount of the interpreter's
   prefix. A sets ``PR_SET_PDEATHSIG`` and waits for B.
 * **B** is PID 1 of the new PID namespace: it mounts a fresh ``/proc`` (so the program sees only
-  its own processes), reaps zombies and exits as soon as the program's main process exits. When
+  its own processes), reaps zombies (it is also a child subreaper, which matters without a PID
+  namespace) and exits as soon as the program's main process exits. When
   PID 1 exits the kernel SIGKILLs every process left in the namespace, so daemons and
   grandchildren die even if they left the process group. B also has an alarm a few seconds after
   the timeout as a backstop should the harness die.
@@ -32,7 +33,10 @@ and then becomes three processes:
   ``CORE=0``), drops privileges (as root: ``setgroups([])``, ``setresgid``, ``setresuid`` to
   ``SandboxConfig.user``, ``nobody`` by default; inside a user namespace: empties the capability
   bounding and ambient sets), sets ``PR_SET_NO_NEW_PRIVS`` and execs a fresh interpreter
-  (``python -s -B -c _RUNNER program.py``). The runner reads a per-run nonce from stdin, points
+  (``python -S -B -c _RUNNER program.py``: the standard library only, no site-packages, which is
+  all MBPP needs; ``exit()``/``quit()`` are still defined). The environment is only ``PATH``,
+  ``HOME``/``TMPDIR`` (the temp dir), ``LANG``/``LC_ALL=C.UTF-8``, ``PYTHONHASHSEED=0`` (repeatable
+  set and dict order) and ``*_NUM_THREADS=1``. The runner reads a per-run nonce from stdin, points
   stdin at ``/dev/null``, compiles and ``exec``\\ s the program as ``__main__`` and writes one JSON
   record (nonce, pid, status, exception) to fd 3.
 
@@ -55,9 +59,11 @@ turns them into :class:`SandboxUnavailable`)
 * No namespaces (``unshare`` refused: a container's seccomp profile, unprivileged user namespaces
   disabled, ``ctypes`` missing): no mount, PID or network isolation. The network falls back to an
   in-process block of the ``socket`` module, which ``ctypes`` can bypass. The program can write to
-  world-writable directories (``/tmp``, ``/dev/shm``) and daemons that call ``setsid`` escape the
-  final ``killpg`` (they are still bounded by ``RLIMIT_CPU`` and, when root, by running as the
-  sandbox user).
+  world-writable directories (``/tmp``, ``/dev/shm``) and sees every process. Daemons that leave
+  the process group are still killed: B is a child subreaper, so orphaned descendants are
+  reparented to it, and it kills them when the program ends or when the harness signals a
+  timeout (SIGUSR1) before its ``killpg``. Only if B itself dies first can one escape (then it is
+  bounded by ``RLIMIT_CPU`` and, with a root harness, runs as the sandbox user).
 * Harness not running as root: there is no other uid to switch to. In a user namespace the program
   is "root" without capabilities; it cannot see or signal the harness (PID namespace) and cannot
   write outside its tmpfs. Without namespaces as well, a non-root harness cannot stop the program
@@ -86,7 +92,6 @@ import secrets
 import selectors
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -100,6 +105,7 @@ STATUSES = ("passed", "failed", "timeout", "error")
 _SETUP_FAILED = 125  # exit code of the bootstrap when the sandbox could not be set up
 _MAX_MESSAGE = 1000  # characters kept of an exception message / error detail
 _DEFAULT_ENV_PATH = "/usr/local/bin:/usr/bin:/bin"
+_FORCE_REMOUNT_LOOP = False  # tests: exercise the pre-5.12 read-only fallback
 
 
 class SandboxUnavailable(RuntimeError):
@@ -187,7 +193,7 @@ class _Plan:
 # system python3 rather than the harness's).
 
 _BOOTSTRAP = r'''
-import ctypes, json, os, signal, sys
+import ctypes, json, os, signal, sys, time
 
 spec = json.loads(sys.argv[1])
 RES = spec["result_fd"]
@@ -198,6 +204,7 @@ MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = (
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 38, 47
+PR_SET_CHILD_SUBREAPER = 36
 SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1
 libc = ctypes.CDLL(None, use_errno=True)
 report = {}
@@ -411,10 +418,42 @@ def relay(status):
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else SETUP_FAILED
 
 
+def children():
+    me, kids = str(os.getpid()), []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[1] == me:
+                kids.append(int(name))
+    return kids
+
+
+def kill_descendants():
+    """Without a PID namespace: B is a child subreaper, so every orphaned descendant of the
+    program (double-forked daemons included) is reparented to B. Kill and reap until none."""
+    while True:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            return
+        for pid in children():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.005)
+
+
 def supervise(nproc_base):
     """In B (PID 1 of the new PID namespace when there is one)."""
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
         if report.get("namespaces"):
             try:
                 mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -427,19 +466,27 @@ def supervise(nproc_base):
                 report["proc_error"] = str(err)
         namespaced = bool(report.get("namespaces"))
 
-        def backstop(signum, frame):
-            if namespaced:
-                os._exit(124)  # PID 1 exiting kills the whole namespace
-            os.killpg(0, signal.SIGKILL)
+        def stop(signum, frame):  # SIGUSR1 from the harness on timeout, or the backstop alarm
+            if not namespaced:
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except OSError:
+                    pass
+                kill_descendants()
+            os._exit(124)  # as PID 1 of a namespace, exiting kills everything in it
 
-        signal.signal(signal.SIGALRM, backstop)
+        child = 0
+        signal.signal(signal.SIGALRM, stop)
+        signal.signal(signal.SIGUSR1, stop)
         signal.alarm(spec["backstop_s"])
         child = os.fork()
         if child == 0:
             signal.alarm(0)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
             start_program(nproc_base)
         report["program_pid"] = child
+        report["supervisor_pid"] = os.getpid()
         emit({"setup": report})
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -455,7 +502,10 @@ def supervise(nproc_base):
         except InterruptedError:
             continue
         if pid == child:
-            os._exit(relay(status))
+            code = relay(status)
+            if not namespaced:
+                kill_descendants()
+            os._exit(code)
 
 
 def main():
@@ -501,6 +551,8 @@ import os, sys
 def _runner():
     write, getpid, exit_ = os.write, os.getpid, os._exit
     import json
+    import site  # under -S importing site only defines functions: add exit() and quit()
+    site.setquit()
     dumps = json.dumps
     chunks = []
     while True:
@@ -653,6 +705,37 @@ def _exited(pid: int) -> bool:
         return True
 
 
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # Python < 3.9 or Linux < 5.3
+        return None
+
+
+def _stop_supervisor(pid: int, result_stream: bytes) -> None:
+    """Without a PID namespace, the supervisor (a child subreaper) is the only one that can find
+    descendants that left the process group: on timeout, let it kill them before the killpg."""
+    supervisor = None
+    for line in bytes(result_stream).splitlines():
+        try:
+            supervisor = json.loads(line)["setup"]["supervisor_pid"]
+            break
+        except (ValueError, KeyError, TypeError):
+            continue
+    if not isinstance(supervisor, int) or supervisor <= 1:
+        return
+    try:
+        with open(f"/proc/{supervisor}/stat") as f:  # still the bootstrap's child?
+            if int(f.read().rsplit(")", 1)[1].split()[1]) != pid:
+                return
+        os.kill(supervisor, signal.SIGUSR1)
+    except (OSError, ValueError, IndexError):
+        return
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and not _exited(pid):
+        time.sleep(0.01)
+
+
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
@@ -675,7 +758,7 @@ def _run_once(source: str, config: SandboxConfig, plan: _Plan, *, required: bool
            "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONIOENCODING": "utf-8", "PYTHONNOUSERSITE": "1", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    argv = [plan.python, "-s", "-B", "-c", _RUNNER, program]
+    argv = [plan.python, "-S", "-B", "-c", _RUNNER, program]
     if plan.block_network:
         argv.append("--block-network")
     res_r, res_w = os.pipe()
@@ -684,6 +767,7 @@ def _run_once(source: str, config: SandboxConfig, plan: _Plan, *, required: bool
             "workdir": workdir, "program": program, "uid": plan.uid, "gid": plan.gid,
             "disk_bytes": config.max_disk_bytes, "python": plan.python, "argv": argv, "env": env,
             "backstop_s": math.ceil(config.timeout_s) + 5,
+            "force_remount_loop": _FORCE_REMOUNT_LOOP,
             "limits": {"as": config.memory_bytes, "cpu": config.cpu_limit,
                        "fsize": config.max_file_bytes, "nofile": config.max_open_files,
                        "nproc": config.max_processes}}
@@ -714,18 +798,31 @@ def _run_once(source: str, config: SandboxConfig, plan: _Plan, *, required: bool
                              ("result", result_file)):
             os.set_blocking(stream.fileno(), False)
             sel.register(stream, selectors.EVENT_READ, name)
+        # A pidfd wakes the loop the moment the bootstrap exits (without reaping it, so its
+        # process group id stays ours for the final killpg); without one, poll every 20 ms.
+        pidfd = _pidfd(proc.pid)
+        if pidfd is not None:
+            sel.register(pidfd, selectors.EVENT_READ, "exit")
         exited_at = None
         try:
-            while sel.get_map():
+            while True:
                 now = time.monotonic()
                 if now >= deadline:
                     timed_out = True
                     break
-                if exited_at is None and _exited(proc.pid):
+                if exited_at is None and (pidfd is None or not sel.get_map().get(pidfd)) \
+                        and _exited(proc.pid):
                     exited_at = now
-                if exited_at is not None and now - exited_at > 0.5:
-                    break  # only leftover processes hold the pipes: they are killed below
-                for key, _ in sel.select(min(0.05, deadline - now)):
+                open_streams = [k for k in sel.get_map().values() if k.data != "exit"]
+                if exited_at is not None and (not open_streams or now - exited_at > 0.5):
+                    break  # after 0.5 s only leftovers hold the pipes: they are killed below
+                wait = deadline - now
+                if exited_at is not None or pidfd is None:
+                    wait = min(wait, 0.02)
+                for key, _ in sel.select(wait):
+                    if key.data == "exit":
+                        sel.unregister(pidfd)
+                        continue
                     try:
                         data = os.read(key.fileobj.fileno(), 1 << 16)
                     except BlockingIOError:
@@ -737,18 +834,15 @@ def _run_once(source: str, config: SandboxConfig, plan: _Plan, *, required: bool
                     kept = data[:max(0, cap - len(buf))]
                     buf += kept
                     truncated = truncated or len(kept) < len(data)  # the rest is dropped
-            if not timed_out and not _exited(proc.pid):
-                remaining = deadline - time.monotonic()
-                # Streams closed but the process is alive: wait for it up to the deadline.
-                while remaining > 0 and not _exited(proc.pid):
-                    time.sleep(min(0.02, remaining))
-                    remaining = deadline - time.monotonic()
-                timed_out = not _exited(proc.pid)
         finally:
             sel.close()
             result_file.close()
+            if pidfd is not None:
+                os.close(pidfd)
     finally:
         if proc is not None:
+            if timed_out and not plan.namespaces:
+                _stop_supervisor(proc.pid, streams["result"])
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # before reaping: the pgid is still ours
             except (ProcessLookupError, PermissionError):
@@ -796,7 +890,7 @@ def _run_once(source: str, config: SandboxConfig, plan: _Plan, *, required: bool
         result.exc_message = str(record.get("exc_message"))[:_MAX_MESSAGE]
     if timed_out:
         result.status, result.detail = "timeout", f"wall clock limit of {config.timeout_s:g} s"
-    elif setup_error is not None or (code == _SETUP_FAILED and record is None):
+    elif setup_error is not None or not setup:  # the program never started
         result.status = "error"
         result.detail = ("sandbox setup failed: " + (setup_error or "no detail"))[:_MAX_MESSAGE]
     elif record is not None and record.get("status") == "passed" and code == 0:
@@ -854,7 +948,8 @@ def _finish_plan(config: SandboxConfig, trial: _Plan, setup: dict, failures: lis
         warnings.append(
             f"no namespaces ({why}): no network namespace, no read-only file system (the "
             "program may write to /tmp and other world-writable places), no PID namespace "
-            "(daemons that leave the process group survive the run)")
+            "(the program sees all processes; its daemons are killed by the subreaper "
+            "supervisor instead)")
     elif not config.namespaces:
         warnings.append("namespaces disabled by SandboxConfig(namespaces=False): no network, "
                         "mount or PID isolation")
