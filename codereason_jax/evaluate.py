@@ -27,10 +27,12 @@ import time
 from typing import Any, Sequence
 
 import gin
+import numpy as np
 
 from codereason_jax import gin_utils
 from codereason_jax.checkpoints import CheckpointError
 from codereason_jax.model.config import ConfigError
+from codereason_jax.partitioning import PartitioningError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +46,13 @@ class EvalConfig:
     max_new_tokens: int = 128
     sampling: str = "greedy"  # greedy | sample | paper (top-k 3 with the paper's penalties)
     seed: int = 0
-    execute_tests: bool = True  # pass@1 for generation tasks that carry tests
+    execute_tests: bool = True  # pass@k for generation tasks that carry tests
+    # Samples per prompt for pass@k (1: the one greedy or sampled completion gives pass@1;
+    # n > 1 draws n seeded samples and reports the unbiased pass@k for k = 1, 5, 10 <= n).
+    num_samples: int = 1
+    # DuReader: score only the first 20 characters of a prediction, as the paper's notebook.
+    dureader_truncate_to: int | None = None
+    mesh_shape: tuple[int, int, int] = (-1, 1, 1)
     data_dir: str | None = None
     # Contamination: share of each task's examples that share a 13-gram (whitespace tokens)
     # with the train split of these tasks (pre-training and instruction corpora).
@@ -55,27 +63,26 @@ class EvalConfig:
 gin_utils.register(EvalConfig)
 
 
-def _load_params(model, checkpoint: str | None, seed: int):
+def _load_params(model, checkpoint: str | None, seed: int, mesh_shape):
+    """Params sharded over a (data, fsdp, model) mesh like training: restored straight into
+    the shardings, or freshly initialised (a baseline)."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
 
+    from codereason_jax import partitioning
     from codereason_jax.checkpoints import abstract_like, restore_params
-
+    mesh = partitioning.make_mesh(
+        partitioning.resolve_mesh_shape(mesh_shape, jax.device_count()))
     example = jnp.zeros((1, 8), jnp.int32)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(seed), example))["params"]
+    shardings = partitioning.param_shardings(boxed, mesh, partitioning.DEFAULT_RULES)
     if checkpoint is None:
-        params = nn.meta.unbox(model.init(jax.random.key(seed), example)["params"])
-        return params, {"checkpoint": None, "step": 0, "init_seed": seed}
-    abstract = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), example))
-                             ["params"])
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    step, params = restore_params(checkpoint, abstract_like(
-        abstract, jax.tree.map(lambda _: device, abstract)))
-    return params, {"checkpoint": os.path.abspath(checkpoint), "step": step}
-
-
-def _take(dataset, limit: int | None):
-    return dataset if limit is None else dataset.take(limit)
+        params = jax.jit(lambda key: nn.meta.unbox(model.init(key, example)["params"]),
+                         out_shardings=shardings)(jax.random.key(seed))
+        return mesh, params, {"checkpoint": None, "step": 0, "init_seed": seed}
+    step, params = restore_params(checkpoint, abstract_like(nn.meta.unbox(boxed), shardings))
+    return mesh, params, {"checkpoint": os.path.abspath(checkpoint), "step": step}
 
 
 def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any]:
@@ -112,9 +119,14 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
                                              max_new_tokens=config.max_new_tokens),
                 }[config.sampling]
     prompts = [vocabulary.encode(r["inputs_pretokenized"].decode()) for r in rows]
-    outputs = generation.generate(model, params, prompts, vocabulary.eos_id, sampling,
-                                  batch_size=config.batch_size)
-    predictions = [vocabulary.decode(o) for o in outputs]
+    samples = []  # samples[j][i]: the j-th completion of prompt i
+    for j in range(config.num_samples):
+        sample_config = sampling if config.num_samples == 1 else dataclasses.replace(
+            sampling, method="sample", seed=config.seed + j)
+        outputs = generation.generate(model, params, prompts, vocabulary.eos_id, sample_config,
+                                      batch_size=config.batch_size)
+        samples.append([vocabulary.decode(o) for o in outputs])
+    predictions = samples[0]
     extras = [json.loads(r["extra"]) for r in rows]
     references = [r["targets_pretokenized"].decode() for r in rows]
 
@@ -122,24 +134,35 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
         return [str(i) for i in vocabulary.encode(text)]
 
     result = {"kind": "generation", "sampling": dataclasses.asdict(sampling), "n": len(rows),
+              "num_samples": config.num_samples,
               "contamination": _contamination(_example_texts(rows, "example_id"), config),
               "metrics": {"bleu_paper": metrics.paper_bleu(references, predictions, tokenize),
                           "bleu_corpus": metrics.corpus_bleu(references, predictions, tokenize)}}
+    if "dureader" in name:
+        scores = metrics.dureader_em_f1(predictions, [e["references"] for e in extras],
+                                        truncate_to=config.dureader_truncate_to)
+        result["metrics"].update({"em": scores["em"], "f1": scores["f1"]})
     examples = [{"example_id": r["example_id"].decode(), "prediction": p, "reference": ref}
                 for r, p, ref in zip(rows, predictions, references)]
     if config.execute_tests and all(e.get("tests") for e in extras):
         from codereason_jax.evaluation import sandbox
 
-        programs = [sandbox.mbpp_program(p, e["tests"], e.get("setup_code", ""),
+        programs = [sandbox.mbpp_program(sample[i], e["tests"], e.get("setup_code", ""),
                                          e.get("test_imports", ()))
-                    for p, e in zip(predictions, extras)]
-        executions = sandbox.check_many(programs, sandbox.SandboxConfig())
-        passed = [x.status == "passed" for x in executions]
-        accuracy, low, high = metrics.accuracy_with_ci(passed, seed=config.seed)
+                    for sample in samples for i, e in enumerate(extras)]
+        statuses = [x.status for x in sandbox.check_many(programs, sandbox.SandboxConfig())]
+        passed = np.array([s == "passed" for s in statuses]).reshape(config.num_samples,
+                                                                     len(rows))
+        accuracy, low, high = metrics.accuracy_with_ci(passed[0].tolist(), seed=config.seed)
         result["metrics"].update({"pass@1": 100 * accuracy, "pass@1_ci95": [100 * low,
                                                                            100 * high]})
-        for example, execution in zip(examples, executions):
-            example["execution"] = execution.status
+        counts = [(config.num_samples, int(c)) for c in passed.sum(axis=0)]
+        for k in (1, 5, 10):
+            if 1 < config.num_samples and k <= config.num_samples:
+                result["metrics"][f"pass@{k}_unbiased"] = 100 * metrics.mean_pass_at_k(counts, k)
+        for i, example in enumerate(examples):
+            example["execution"] = [statuses[j * len(rows) + i]
+                                    for j in range(config.num_samples)]
     result["examples"] = examples
     return result
 
@@ -213,8 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     model = PanGuDecoder(dataclasses.replace(model_config, dropout_rate=0.0))
     try:
-        params, identity = _load_params(model, args.checkpoint, config.seed)
-    except CheckpointError as err:
+        mesh, params, identity = _load_params(model, args.checkpoint, config.seed,
+                                              config.mesh_shape)
+    except (CheckpointError, ConfigError, PartitioningError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     vocabulary = seqio.get_mixture_or_task(config.tasks[0]).output_features["targets"].vocabulary
@@ -225,10 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "size": vocabulary.vocab_size},
                "eval_config": dataclasses.asdict(config), "config": gin.operative_config_str(),
                "tasks": {}}
+    import jax
+
     for i, name in enumerate(config.tasks, start=1):
         start = time.perf_counter()
         print(f"[{i}/{len(config.tasks)}] {name} ...", flush=True)
-        results["tasks"][name] = evaluate_task(name, model, params, config)
+        with jax.set_mesh(mesh):
+            results["tasks"][name] = evaluate_task(name, model, params, config)
         summary = ", ".join(f"{k} {v:.2f}" for k, v in results["tasks"][name]["metrics"].items()
                             if isinstance(v, float))
         print(f"    n={results['tasks'][name]['n']}: {summary} "

@@ -8,6 +8,7 @@ only known mesh axes may be named.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -63,6 +64,21 @@ def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None)
             "shape so its product equals the device count.")
     return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
                          devices=devices)
+
+
+def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, int, int]:
+    """Replace the one -1 in (data, fsdp, model) by whatever the other sizes leave over."""
+    shape = [int(s) for s in shape]
+    if len(shape) != len(MESH_AXES) or shape.count(-1) > 1:
+        raise PartitioningError(f"Mesh shape {tuple(shape)} must be {len(MESH_AXES)} sizes "
+                                "(data, fsdp, model), at most one of them -1.")
+    if -1 in shape:
+        known = math.prod(s for s in shape if s != -1)
+        if known <= 0 or num_devices % known:
+            raise PartitioningError(f"Mesh shape {tuple(shape)} does not divide the "
+                                    f"{num_devices} devices.")
+        shape[shape.index(-1)] = num_devices // known
+    return tuple(shape)
 
 
 def validate_rules(rules: Rules) -> Rules:

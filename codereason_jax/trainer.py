@@ -85,15 +85,6 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.mesh_shape={self.mesh_shape} must be 3 sizes "
                               "(data, fsdp, model), at most one of them -1.")
 
-    def resolved_mesh_shape(self, num_devices: int) -> tuple[int, int, int]:
-        shape = list(self.mesh_shape)
-        if -1 in shape:
-            known = math.prod(s for s in shape if s != -1)
-            if num_devices % known:
-                raise ConfigError(f"TrainConfig.mesh_shape={self.mesh_shape} does not divide "
-                                  f"the {num_devices} devices.")
-            shape[shape.index(-1)] = num_devices // known
-        return tuple(shape)
 
 
 def _tree_where(condition: jax.Array, new: Any, old: Any) -> Any:
@@ -218,7 +209,8 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
     os.makedirs(run_dir, exist_ok=True)
     if config.data_dir:
         os.environ["CODEREASON_DATA_DIR"] = config.data_dir
-    mesh = partitioning.make_mesh(config.resolved_mesh_shape(jax.device_count()))
+    mesh = partitioning.make_mesh(
+        partitioning.resolve_mesh_shape(config.mesh_shape, jax.device_count()))
     rules = partitioning.validate_rules(
         tuple(tuple(rule) for rule in config.logical_axis_rules)
         if config.logical_axis_rules is not None else partitioning.DEFAULT_RULES)

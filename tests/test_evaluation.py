@@ -1,6 +1,5 @@
 """Multiple-choice scoring (paper quirk, corrected, log-likelihood) and cached generation."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -202,3 +201,28 @@ def test_embedded_eval_sets_are_clean_of_train_and_found_in_their_source():
     validation = [d["text"] for d in embedded.code_documents("validation")]
     assert metrics.ngram_overlap(texts, train)["fraction"] == 0.0
     assert metrics.ngram_overlap(texts, validation)["fraction"] == 1.0
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir(
+    __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "..", "shared",
+                               "data", "mbpp")), reason="../shared/data/mbpp is not present")
+def test_evaluate_mbpp_pass_at_k_on_real_data(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    output = tmp_path / "mbpp.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "codereason_jax.evaluate", "--gin_file=gin/models/pangu_tiny.gin",
+         "--tasks=eval_mbpp_with_tests", f"--output={output}", "--gin.EvalConfig.split='test'",
+         "--gin.EvalConfig.max_examples=3", "--gin.EvalConfig.max_new_tokens=4",
+         "--gin.EvalConfig.num_samples=2", "--gin.EvalConfig.mesh_shape=(2, 1, 4)",
+         f"--gin.EvalConfig.data_dir='{os.path.join(root, '..', 'shared', 'data')}'"],
+        cwd=root, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    task = json.loads(output.read_text())["tasks"]["eval_mbpp_with_tests"]
+    # An untrained model passes nothing; every completion really went through the sandbox.
+    assert task["metrics"]["pass@1"] == 0.0 and task["metrics"]["pass@1_unbiased"] == 0.0
+    assert all(e["execution"] == ["failed", "failed"] for e in task["examples"])

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from codereason_jax.model import PanGuDecoder, decoding
 
@@ -60,7 +61,8 @@ def generate(model: PanGuDecoder, params: Any, prompts: Sequence[Sequence[int]],
              ) -> list[list[int]]:
     """Continuations of ``prompts`` (token ids), each cut after its first EOS (excluded)."""
     outputs: list[list[int]] = []
-    for start in range(0, len(prompts), batch_size):
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc="generating", unit="batch", disable=None, leave=False):
         outputs += _generate_batch(model, params, prompts[start:start + batch_size], eos_id,
                                    config, batch_index=start // batch_size)
     return outputs

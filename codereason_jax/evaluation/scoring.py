@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from codereason_jax.model import PanGuDecoder
 
@@ -97,7 +98,8 @@ class RowScorer:
     def __call__(self, rows: Sequence[ScoringRow]) -> np.ndarray:
         sums = np.zeros(len(rows), np.float64)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i].tokens))
-        for start in range(0, len(order), self.batch_size):
+        starts = range(0, len(order), self.batch_size)
+        for start in tqdm(starts, desc="scoring", unit="batch", disable=None, leave=False):
             chunk = order[start:start + self.batch_size]
             width = _bucket(max(len(rows[i].tokens) - 1 for i in chunk), self.max_length)
             tokens = np.zeros((self.batch_size, width + 1), np.int32)
