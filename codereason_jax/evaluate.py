@@ -204,15 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.evaluate",
                                      description=__doc__.split("\n\n")[0])
-    gin_utils.add_gin_flags(parser)
     parser.add_argument("--checkpoint", help="run (or checkpoints/) directory; omit to "
                         "evaluate a freshly initialised model")
     parser.add_argument("--tasks", help="comma-separated task names (overrides EvalConfig)")
     parser.add_argument("--output", required=True, help="results JSON to write")
     try:
-        rest, bindings = gin_utils.split_gin_bindings(argv)
-        args = parser.parse_args(rest)
-        gin_utils.parse(args.gin_file, bindings)
+        args = gin_utils.parse_command_line(parser, argv)
         model_config = gin_utils.model_config()
         config = gin_utils.build(EvalConfig)
         if args.tasks:

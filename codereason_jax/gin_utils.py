@@ -85,6 +85,18 @@ def build(cls: type):
     return cls(**{f.name: getattr(bound, f.name) for f in dataclasses.fields(bound)})
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]
+                       ) -> argparse.Namespace:
+    """Parse an entry point's flags (``--gin_file`` included) and its gin files and bindings.
+
+    Raises ConfigError or gin's ValueError, whose messages name the offending binding."""
+    add_gin_flags(parser)
+    rest, bindings = split_gin_bindings(argv)
+    args = parser.parse_args(rest)
+    parse(args.gin_file, bindings)
+    return args
+
+
 def model_config() -> PanGuConfig:
     """The PanGuConfig bound in gin."""
     return build(PanGuConfig)

@@ -34,13 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.model_info",
                                      description=__doc__.split("\n\n")[0])
-    gin_utils.add_gin_flags(parser)
     try:
-        rest, bindings = gin_utils.split_gin_bindings(argv)
-        args = parser.parse_args(rest)
-        gin_utils.parse(args.gin_file, bindings)
+        gin_utils.parse_command_line(parser, argv)
         config = gin_utils.model_config()
-    except ConfigError as err:
+    except (ConfigError, ValueError) as err:  # gin's own errors are ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows = param_table(config)

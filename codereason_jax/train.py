@@ -35,13 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.train",
                                      description=__doc__.split("\n\n")[0])
-    gin_utils.add_gin_flags(parser)
     parser.add_argument("--run_dir", required=True,
                         help="where checkpoints, metrics, TensorBoard logs and config.gin go")
     try:
-        rest, bindings = gin_utils.split_gin_bindings(argv)
-        args = parser.parse_args(rest)
-        gin_utils.parse(args.gin_file, bindings)
+        args = gin_utils.parse_command_line(parser, argv)
         model_config = gin_utils.model_config()
         train_config = gin_utils.build(TrainConfig)
         optimizer_config = gin_utils.build(OptimizerConfig)
