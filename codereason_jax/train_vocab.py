@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
-TASKS_MODULE = "seqio_tasks.tasks"
+TASKS_MODULE = "seqio_tasks.mixtures"  # registers the tasks and the mixtures
 TEXT_SUFFIXES = (".txt", ".py")
 
 
