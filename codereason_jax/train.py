@@ -31,12 +31,31 @@ from seqio_tasks.schedules import ScheduleError
 gin_utils.register(TrainConfig)
 
 
+def _initialize_distributed(args: argparse.Namespace) -> None:
+    """One process per host: jax.distributed before any other JAX call."""
+    import jax
+
+    if args.multihost == "auto":
+        jax.distributed.initialize()
+        return
+    # Cross-process collectives for CPU devices (ignored by accelerators).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=args.num_processes, process_id=args.process_id)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.train",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", required=True,
                         help="where checkpoints, metrics, TensorBoard logs and config.gin go")
+    parser.add_argument("--multihost", choices=("off", "auto", "explicit"), default="off",
+                        help="auto: jax.distributed from the environment (Cloud TPU); "
+                        "explicit: from --coordinator_address/--num_processes/--process_id")
+    parser.add_argument("--coordinator_address", help="HOST:PORT of process 0")
+    parser.add_argument("--num_processes", type=int)
+    parser.add_argument("--process_id", type=int)
     try:
         args = gin_utils.parse_command_line(parser, argv)
         model_config = gin_utils.model_config()
@@ -46,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:  # gin's own errors are ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+    if args.multihost != "off":
+        _initialize_distributed(args)
 
     def write_operative_config():
         os.makedirs(args.run_dir, exist_ok=True)
