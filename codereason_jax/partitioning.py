@@ -141,3 +141,17 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 2) -> NamedSharding:
     """Sharding of a [batch, length, ...] input: batch split like activation_batch."""
     spec = ("activation_batch",) + ("activation_length",) + (None,) * (ndim - 2)
     return logical_shardings(PartitionSpec(*spec[:ndim]), mesh, rules)
+
+
+def optimizer_state_shardings(opt_state: Any, params: Any, param_shardings: Any, mesh: Mesh
+                              ) -> Any:
+    """Shard every params-shaped subtree of an optimizer state (moments) like the params and
+    replicate the rest (counters, scalars)."""
+    structure = jax.tree.structure(params)
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def is_params_like(x):
+        return jax.tree.structure(x) == structure
+
+    return jax.tree.map(lambda sub: param_shardings if is_params_like(sub) else replicated,
+                        opt_state, is_leaf=is_params_like)

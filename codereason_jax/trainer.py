@@ -20,7 +20,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
 
 from codereason_jax import evaluate, partitioning
 from codereason_jax.checkpoints import (CheckpointConfig, CheckpointError, RunCheckpoints,
@@ -141,19 +140,6 @@ def make_train_step(model: PanGuDecoder, optimizer: optax.GradientTransformation
     return train_step
 
 
-def _opt_state_shardings(opt_state: Any, params_structure: Any, param_shardings: Any,
-                         mesh: jax.sharding.Mesh) -> Any:
-    """Shard every params-shaped subtree of the optimizer state like the params; replicate the
-    rest (counters, scalars)."""
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    def is_params_like(x):
-        return jax.tree.structure(x) == params_structure
-
-    return jax.tree.map(lambda sub: param_shardings if is_params_like(sub) else replicated,
-                        opt_state, is_leaf=is_params_like)
-
-
 def _format_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -224,8 +210,8 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
     param_shardings = partitioning.param_shardings(boxed, mesh, rules)
     abstract_params = nn.meta.unbox(boxed)
     abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
-    opt_shardings = _opt_state_shardings(abstract_opt, jax.tree.structure(abstract_params),
-                                         param_shardings, mesh)
+    opt_shardings = partitioning.optimizer_state_shardings(abstract_opt, abstract_params,
+                                                          param_shardings, mesh)
     batch_sharding = partitioning.batch_sharding(mesh, rules)
     if is_chief:
         print(f"mesh {dict(mesh.shape)} over {jax.device_count()} "
