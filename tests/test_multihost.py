@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from test_trainer import RUN_GIN, final_params
 
@@ -25,6 +26,7 @@ def _env(devices: int) -> dict:
                 JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
 
 
+@pytest.mark.slow  # three training processes; `make test-all`
 def test_two_processes_match_one_process(tmp_path):
     gin_file = tmp_path / "run.gin"
     gin_file.write_text(RUN_GIN + "TrainConfig.num_steps = 6\n"

@@ -140,6 +140,7 @@ def test_sigterm_checkpoints_and_exits_cleanly_then_resumes(tmp_path):
     assert np.mean([by_step[s] for s in (9, 10, 11)]) < by_step[0] - 0.3  # 1x8 fsdp learns
 
 
+@pytest.mark.slow  # a full training subprocess; `make test-all`
 def test_corrupt_latest_checkpoint_is_skipped(tmp_path):
     gin_file = write_gin(tmp_path)
     run_dir = str(tmp_path / "run")
@@ -190,6 +191,7 @@ def test_finetune_from_a_checkpoint_of_another_mesh(tmp_path):
     assert sorted(losses(finetune)) == [0, 1, 2, 3]
 
 
+@pytest.mark.slow  # a full training subprocess; `make test-all`
 def test_changed_schedule_is_refused_on_resume(tmp_path):
     gin_file = write_gin(tmp_path)
     run_dir = str(tmp_path / "run")
@@ -219,6 +221,7 @@ def test_missing_required_value_is_named(tmp_path):
     assert code == 2 and "TrainConfig is missing required values: mixture" in out
 
 
+@pytest.mark.slow  # a full training subprocess; `make test-all`
 def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path):
     code, out = run(write_gin(tmp_path), str(tmp_path / "run"),
                     "--gin.OptimizerConfig.peak_learning_rate=1e38",
@@ -282,6 +285,7 @@ def test_nonfinite_batch_leaves_the_state_untouched():
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(new_opt), opt_state)
 
 
+@pytest.mark.slow  # a full training subprocess; `make test-all`
 def test_periodic_evaluation_writes_per_source_loss_and_task_metrics(tmp_path):
     run_dir = tmp_path / "run"
     code, out = run(write_gin(tmp_path), str(run_dir), "--gin.TrainConfig.num_steps=4",
