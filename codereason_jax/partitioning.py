@@ -155,3 +155,29 @@ def optimizer_state_shardings(opt_state: Any, params: Any, param_shardings: Any,
 
     return jax.tree.map(lambda sub: param_shardings if is_params_like(sub) else replicated,
                         opt_state, is_leaf=is_params_like)
+
+
+def sharding_table(boxed_params: Any, mesh_shape: Sequence[int], rules: Rules = DEFAULT_RULES
+                   ) -> dict[str, dict[str, Any]]:
+    """{param name: {"spec": mesh axes per dim, "shard_shape": per-device shape}} for a mesh of
+    the given shape, computed from the rules alone (no devices needed): the golden files that
+    catch accidental sharding changes are made of this."""
+    check_tensor_axes(boxed_params, rules)
+    sizes = dict(zip(MESH_AXES, (int(s) for s in mesh_shape)))
+    table = {}
+    flat = jax.tree_util.tree_flatten_with_path(
+        boxed_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+    for path, box in flat:
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        spec = nn.logical_to_mesh_axes(tuple(box.names), validate_rules(rules))
+        dims = []
+        for size, axes in zip(box.value.shape, tuple(spec) + (None,) * len(box.value.shape)):
+            names = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+            divisor = math.prod(sizes[a] for a in names)
+            if size % divisor:
+                raise PartitioningError(f"{name}: dimension of size {size} is not divisible by "
+                                        f"mesh axes {names} of sizes {divisor}.")
+            dims.append(size // divisor)
+        table[name] = {"spec": [list(a) if isinstance(a, tuple) else a for a in spec],
+                       "shard_shape": dims}
+    return table
