@@ -97,8 +97,8 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
     rows = list(dataset.as_numpy_iterator())
     if "candidate" in rows[0]:
         if config.max_examples is not None:
-            keep = list(dict.fromkeys(r["example_id"] for r in rows))[:config.max_examples]
-            rows = [r for r in rows if r["example_id"] in set(keep)]
+            keep = set(list(dict.fromkeys(r["example_id"] for r in rows))[:config.max_examples])
+            rows = [r for r in rows if r["example_id"] in keep]
         scorer = scoring.RowScorer(model, params, config.batch_size)
         results = scoring.score_multiple_choice(rows, vocabulary, scorer, config.mode)
         accuracy, low, high = metrics.accuracy_with_ci([r.correct for r in results],

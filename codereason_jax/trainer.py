@@ -331,6 +331,18 @@ def _check_resume_meta(meta: dict, expected: dict, config: TrainConfig, run_dir:
             "TrainConfig.allow_schedule_change = True to continue anyway.")
 
 
+def _drop_records_from(path: str, step: int) -> None:
+    """Forget the records of steps >= ``step``: a resumed run recomputes them, so each step
+    appears once in the file."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        kept = [line for line in f if json.loads(line)["step"] < step]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
 def _loop(step_fn, params, opt_state, data, start_step, config, model_config, learning_rate,
           checkpoints, meta_base, batch_sharding, run_dir, is_chief, metrics_lib, peak,
           evaluator):
@@ -339,6 +351,9 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
     progress = metrics_lib.Progress(config.num_steps, start_step=start_step) if is_chief else None
     flops_per_token = metrics_lib.training_flops_per_token(model_config, config.sequence_length)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    if is_chief:
+        _drop_records_from(metrics_path, start_step)
+        _drop_records_from(os.path.join(run_dir, "eval.jsonl"), start_step + 1)
     sources = data.plan.sources
     consecutive_bad, last_loss, step = 0, float("nan"), start_step
     tokens_per_step = config.batch_size * config.sequence_length

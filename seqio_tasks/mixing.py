@@ -146,19 +146,24 @@ class SourceStream:
 
     def _generate(self) -> Iterator[packing.Row]:
         while True:
-            produced = False
+            stats = self.packer.stats
+            examples_before, dropped_before = stats.examples, stats.dropped
             for example in self._examples(self.epoch):
                 if "inputs" in example:
                     rows = self.packer.add(example["inputs"], example["targets"])
                 else:
                     rows = self.packer.add(example["targets"])
-                for row in rows:
-                    produced = True
-                    yield row
+                yield from rows
             self.epoch += 1
-            if not produced and self.epoch > 1:
-                raise ValueError(f"Task {self.task.name!r} split {self.split!r} yields no rows; "
-                                 "is its data empty?")
+            examples = stats.examples - examples_before
+            if examples == 0:
+                raise ValueError(f"Task {self.task.name!r} split {self.split!r} has no "
+                                 "examples; is its data empty?")
+            if stats.dropped - dropped_before == examples:
+                raise ValueError(
+                    f"Every example of task {self.task.name!r} split {self.split!r} is longer "
+                    f"than a row of {stats.row_length} tokens and was dropped; raise the "
+                    "sequence length or use overlong='truncate'.")
 
     def next_row(self) -> packing.Row:
         self.position += 1

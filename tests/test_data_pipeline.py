@@ -284,3 +284,10 @@ def test_inspect_mixture_cli(tmp_path):
                           "--mixture=nope"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "neither a registered schedule" in bad.stderr
+
+
+def test_a_task_whose_every_example_is_too_long_fails_loudly():
+    iterator = mixing.mixture_iterator("sft_text_embedded", sequence_length=8, batch_size=2,
+                                       split="validation")
+    with pytest.raises(ValueError, match="longer than a row of 8 tokens and was dropped"):
+        next(iterator)

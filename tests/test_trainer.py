@@ -63,13 +63,12 @@ def run(gin_file, run_dir, *bindings, timeout=300):
 
 
 def losses(run_dir):
-    """step -> loss, the last record of each step (a resumed run rewrites some steps)."""
-    by_step = {}
+    """step -> loss; each step must appear once (a resumed run replaces what it recomputes)."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            record = json.loads(line)
-            by_step[record["step"]] = record["loss"]
-    return by_step
+        records = [json.loads(line) for line in f]
+    steps = [r["step"] for r in records]
+    assert steps == sorted(set(steps)), f"duplicate or unordered steps: {steps}"
+    return {r["step"]: r["loss"] for r in records}
 
 
 def final_params(run_dir, config=TINY):
