@@ -44,5 +44,13 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["codereason_jax", "codereason_jax.*",
                                                "seqio_tasks", "seqio_tasks.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # Only for preparing the real corpora on Apache Beam (python -m
+        # seqio_tasks.tfds_builders.prepare --beam_runner=...); [gcp] brings the DataflowRunner.
+        # Not in requirements/constraints.txt: apache-beam 2.77 needs pillow<13, protobuf<7,
+        # pyarrow<26 and python-dateutil<3, below those pins, so install it in the environment
+        # that prepares the data (pip install -e '.[beam]' without -c).
+        "beam": ["apache-beam[gcp]>=2.50"],
+    },
 )

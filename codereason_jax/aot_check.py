@@ -28,6 +28,20 @@ def _parse_mesh(text: str) -> tuple[int, int, int]:
     return data, fsdp, model
 
 
+def _check_gin_mesh(mesh: str) -> None:
+    """A gin file that binds TrainConfig.mesh_shape (gin/partitioning/) must agree with --mesh."""
+    import gin
+
+    try:
+        bound = tuple(gin.query_parameter("TrainConfig.mesh_shape"))
+    except ValueError:
+        return  # not bound
+    given = _parse_mesh(mesh)
+    if any(b not in (-1, g) for b, g in zip(bound, given)):
+        raise ValueError(f"--mesh={mesh} differs from TrainConfig.mesh_shape = {bound} bound in "
+                         "the gin files; pass --mesh=" + "x".join(map(str, bound)) + ".")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.aot_check",
@@ -59,8 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from codereason_jax.optim import OptimizerConfig
     from codereason_jax.trainer import TrainConfig, make_train_step
 
+    gin_utils.register(TrainConfig)  # run and partitioning files bind TrainConfig too
     try:
         args = gin_utils.parse_command_line(parser, argv)
+        _check_gin_mesh(args.mesh)
         model_config = gin_utils.model_config()
         optimizer_config = gin_utils.build(OptimizerConfig)
         config = TrainConfig(mixture="(aot)", num_steps=1, batch_size=args.batch_size,

@@ -54,6 +54,9 @@ class EvalConfig:
     dureader_truncate_to: int | None = None
     mesh_shape: tuple[int, int, int] = (-1, 1, 1)
     data_dir: str | None = None
+    # The tasks' vocabulary, as TrainConfig.vocabulary: it must be the one the model was
+    # trained with ("pangu:PATH" for converted PanGu-α weights).
+    vocabulary: str | None = None
     # Contamination: share of each task's examples that share a 13-gram (whitespace tokens)
     # with the train split of these tasks (pre-training and instruction corpora).
     contamination_corpora: tuple[str, ...] = ()
@@ -95,6 +98,10 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
     dataset = task.get_dataset(None, split=config.split, shuffle=False,
                                trim_output_features=False)
     rows = list(dataset.as_numpy_iterator())
+    if not rows:
+        raise ValueError(f"task {name} has no {config.split} examples")
+    if "inputs" not in rows[0]:
+        return _language_modelling(rows, model, params, config)
     if "candidate" in rows[0]:
         if config.max_examples is not None:
             keep = set(list(dict.fromkeys(r["example_id"] for r in rows))[:config.max_examples])
@@ -119,6 +126,14 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
                                              max_new_tokens=config.max_new_tokens),
                 }[config.sampling]
     prompts = [vocabulary.encode(r["inputs_pretokenized"].decode()) for r in rows]
+    # A prompt longer than the context leaves room for the answer by keeping its end (where
+    # the question is); how many were cut is in the results, never silent.
+    room = model.config.max_seq_len - config.max_new_tokens
+    if room < 1:
+        raise ConfigError(f"EvalConfig.max_new_tokens={config.max_new_tokens} leaves no room "
+                          f"for a prompt in the context of {model.config.max_seq_len}.")
+    truncated = sum(len(p) > room for p in prompts)
+    prompts = [p[-room:] for p in prompts]
     samples = []  # samples[j][i]: the j-th completion of prompt i
     for j in range(config.num_samples):
         sample_config = sampling if config.num_samples == 1 else dataclasses.replace(
@@ -133,17 +148,25 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
     def tokenize(text):
         return [str(i) for i in vocabulary.encode(text)]
 
+    # Corpus BLEU (one segment per example) with a bootstrap interval over examples; each
+    # example keeps its additive BLEU counts so runs can be compared pairwise.
+    bleu_counts = metrics.example_bleu_counts(
+        [[tokenize(r)] for r in references],
+        [tokenize(p.strip()) for p in predictions])
+    bleu, low, high = metrics.bootstrap_statistic_ci(
+        bleu_counts, lambda t: 100 * metrics.bleu_from_counts(t).bleu, seed=config.seed)
     result = {"kind": "generation", "sampling": dataclasses.asdict(sampling), "n": len(rows),
-              "num_samples": config.num_samples,
+              "num_samples": config.num_samples, "truncated_prompts": truncated,
               "contamination": _contamination(_example_texts(rows, "example_id"), config),
               "metrics": {"bleu_paper": metrics.paper_bleu(references, predictions, tokenize),
-                          "bleu_corpus": metrics.corpus_bleu(references, predictions, tokenize)}}
+                          "bleu_corpus": bleu, "bleu_corpus_ci95": [low, high]}}
     if "dureader" in name:
         scores = metrics.dureader_em_f1(predictions, [e["references"] for e in extras],
                                         truncate_to=config.dureader_truncate_to)
         result["metrics"].update({"em": scores["em"], "f1": scores["f1"]})
-    examples = [{"example_id": r["example_id"].decode(), "prediction": p, "reference": ref}
-                for r, p, ref in zip(rows, predictions, references)]
+    examples = [{"example_id": r["example_id"].decode(), "prediction": p, "reference": ref,
+                 "bleu_counts": c.tolist()}
+                for r, p, ref, c in zip(rows, predictions, references, bleu_counts)]
     if config.execute_tests and all(e.get("tests") for e in extras):
         from codereason_jax.evaluation import sandbox
 
@@ -165,6 +188,41 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
                                     for j in range(config.num_samples)]
     result["examples"] = examples
     return result
+
+
+def _language_modelling(rows: list[dict[str, Any]], model, params, config: EvalConfig
+                        ) -> dict[str, Any]:
+    """Per-token loss of a corpus's held-out documents (a pre-training task's split).
+
+    Each document (at most ``max_examples``) is cut into windows of max_seq_len + 1 tokens
+    overlapping by one, so every token after the first is predicted exactly once, with at most
+    max_seq_len tokens of context. The interval bootstraps documents (a ratio of sums).
+    """
+    from codereason_jax.evaluation import metrics, scoring
+
+    rows = rows if config.max_examples is None else rows[:config.max_examples]
+    width = model.config.max_seq_len + 1
+    windows, owners = [], []
+    for d, row in enumerate(rows):
+        tokens = np.asarray(row["targets"], np.int32)
+        for start in range(0, max(len(tokens) - 1, 1), width - 1):
+            piece = tokens[start:start + width]
+            if len(piece) < 2:
+                continue
+            windows.append(scoring.ScoringRow(piece, np.ones(len(piece) - 1, np.float32),
+                                              False))
+            owners.append(d)
+    nll = scoring.RowScorer(model, params, config.batch_size)(windows)
+    per_document = np.zeros((len(rows), 2))
+    for owner, value, window in zip(owners, nll, windows):
+        per_document[owner] += (value, len(window.weights))
+    loss, low, high = metrics.bootstrap_statistic_ci(
+        per_document, lambda t: t[0] / t[1], seed=config.seed)
+    return {"kind": "language_modelling", "n": len(rows),
+            "metrics": {"loss": loss, "loss_ci95": [low, high],
+                        "perplexity": float(np.exp(loss)),
+                        "tokens": int(per_document[:, 1].sum())},
+            "examples": [{"nll_sum": float(a), "tokens": int(b)} for a, b in per_document]}
 
 
 def _example_texts(rows: list[dict[str, Any]], key: str) -> list[str]:
@@ -223,7 +281,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import seqio
 
     from codereason_jax.model import PanGuDecoder
-    from seqio_tasks import mixtures  # noqa: F401 (registers the tasks)
+    from codereason_jax.model.config import check_vocabulary_fits
+    from seqio_tasks.default_vocabulary import use_vocabulary
+    try:
+        use_vocabulary(config.vocabulary)
+        from seqio_tasks import mixtures  # noqa: F401 (registers the tasks)
+        from seqio_tasks.tasks import VOCABULARY
+        check_vocabulary_fits(VOCABULARY, model_config)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     unknown = [t for t in config.tasks if t not in seqio.TaskRegistry.names()]
     if unknown:

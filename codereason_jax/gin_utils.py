@@ -30,6 +30,29 @@ def register(cls: type) -> None:
     """Expose another plain dataclass to gin under its own name."""
     if cls not in _CONFIGURABLES:
         _CONFIGURABLES[cls] = gin.external_configurable(cls, name=cls.__name__)
+
+# The cells of the experiment matrix (gin/data/*.gin) over a set of corpora
+# (seqio_tasks.mixtures.register_matrix): "paper" (the real corpora) or "embedded" (offline).
+MATRIX_CELLS = ("pretrain_nl", "pretrain_code", "pretrain_uniform", "pretrain_stepwise_increase",
+                "pretrain_stepwise_decrease", "sft_text", "sft_text_code", "sft_uniform",
+                "sft_stepwise_increase", "sft_stepwise_decrease")
+MATRIX_CORPORA = ("paper", "embedded")
+
+
+@gin.configurable
+def matrix_mixture(cell: str = gin.REQUIRED, corpora: str = "paper") -> str:
+    """The registered mixture name of a matrix cell's data over a set of corpora.
+
+    Data gin files name the cell; one binding (``matrix_mixture.corpora``) moves every cell
+    between the real corpora and the embedded default without another copy of the files.
+    """
+    if cell not in MATRIX_CELLS:
+        raise ConfigError(f"matrix_mixture.cell={cell!r} is not one of {MATRIX_CELLS}.")
+    if corpora not in MATRIX_CORPORA:
+        raise ConfigError(f"matrix_mixture.corpora={corpora!r} is not one of {MATRIX_CORPORA}.")
+    return f"{cell}_{corpora}"
+
+
 # `include 'gin/...'` lines work from any working directory.
 gin.add_config_file_search_path(PROJECT_ROOT)
 

@@ -28,18 +28,34 @@ TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "4": ("Table 4: chain-of-thought inputs",
           ("eval_scienceqa", "eval_scienceqa_cot", "eval_ekar", "eval_ekar_cot")),
     "6": ("Table 6: code:text mixing strategies in instruction tuning", SIX_TASKS),
-    "embedded": ("Embedded default tasks", ("eval_embedded_codeqa", "eval_embedded_codegen")),
+    "embedded": ("Embedded default tasks", ("eval_embedded_codeqa", "eval_embedded_codegen",
+                                            "embedded_text", "embedded_code")),
 }
 
 
-def primary_metric(task_result: dict[str, Any]) -> tuple[str, float, list[float] | None]:
-    """(name, value, 95% interval) of the number a table shows for a task."""
+LOWER_IS_BETTER = frozenset({"loss"})
+
+
+def primary_metric(task_result: dict[str, Any], paper_protocol: bool = False
+                   ) -> tuple[str, float, list[float] | None]:
+    """(name, value, 95% interval) of the number a table shows for a task.
+
+    Generation without tests shows the corpus BLEU with its interval, or, for runs evaluated
+    under the paper's protocol (EvalConfig.mode = 'paper'), the paper's one-segment BLEU."""
     metrics = task_result["metrics"]
     if "accuracy" in metrics:
         return "accuracy", metrics["accuracy"], metrics.get("accuracy_ci95")
     if "pass@1" in metrics:
         return "pass@1", metrics["pass@1"], metrics.get("pass@1_ci95")
+    if "loss" in metrics:
+        return "loss", metrics["loss"], metrics.get("loss_ci95")
+    if "bleu_corpus_ci95" in metrics and not paper_protocol:
+        return "bleu_corpus", metrics["bleu_corpus"], metrics["bleu_corpus_ci95"]
     return "bleu_paper", metrics["bleu_paper"], None
+
+
+def _paper_protocol(run: dict[str, Any]) -> bool:
+    return run.get("eval_config", {}).get("mode") == "paper"
 
 
 def comparability_key(run: dict[str, Any], task: str) -> tuple:
@@ -56,10 +72,12 @@ def build_table(runs: Sequence[dict[str, Any]], labels: Sequence[str], tasks: Se
         present = [i for i, run in enumerate(runs) if task in run["tasks"]]
         if not present:
             continue
-        values = {i: primary_metric(runs[i]["tasks"][task]) for i in present}
+        values = {i: primary_metric(runs[i]["tasks"][task], _paper_protocol(runs[i]))
+                  for i in present}
         keys = {i: comparability_key(runs[i], task) for i in present}
         reference = keys[present[0]]
-        best = max(present, key=lambda i: values[i][1])
+        sign = -1 if values[present[0]][0] in LOWER_IS_BETTER else 1
+        best = max(present, key=lambda i: sign * values[i][1])
         cells = [f"{task} ({values[present[0]][0]})"]
         for i in range(len(runs)):
             if i not in values:
@@ -68,7 +86,8 @@ def build_table(runs: Sequence[dict[str, Any]], labels: Sequence[str], tasks: Se
             name, value, ci = values[i]
             text = f"{value:.2f}"
             if ci:
-                text += f" [{ci[0]:.1f}, {ci[1]:.1f}]"
+                digits = 2 if name in LOWER_IS_BETTER else 1
+                text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
             text += f" n={runs[i]['tasks'][task]['n']}"
             if i == best and len(present) > 1:
                 text = f"**{text}**"

@@ -14,20 +14,21 @@ import math
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from codereason_jax import evaluate, partitioning
-from codereason_jax.checkpoints import (CheckpointConfig, CheckpointError, RunCheckpoints,
-                                        abstract_like, restore_params)
+from codereason_jax import partitioning
 from codereason_jax.losses import cross_entropy
 from codereason_jax.model import PanGuConfig, PanGuDecoder
-from codereason_jax.model.config import ConfigError
+from codereason_jax.model.config import ConfigError, check_vocabulary_fits
 from codereason_jax.optim import OptimizerConfig
+
+if TYPE_CHECKING:  # Orbax and gin only where a run is set up: the train step needs neither
+    from codereason_jax.checkpoints import CheckpointConfig
 
 OVERLONG = ("drop", "truncate", "error")
 
@@ -58,6 +59,10 @@ class TrainConfig:
     loss_denominator_epsilon: float = 0.0
     # Where local copies of the real datasets live (overrides $CODEREASON_DATA_DIR).
     data_dir: str | None = None
+    # The tasks' vocabulary: None or "embedded" (the default SentencePiece model), or
+    # "pangu:PATH" (the released PanGu-α vocab.model, for converted PanGu-α weights),
+    # "chatglm:PATH", "sentencepiece:PATH" (overrides $CODEREASON_VOCABULARY).
+    vocabulary: str | None = None
     # Logical-axis rules ((logical name, mesh axis or axes or None), ...); None: the defaults
     # of codereason_jax.partitioning (data x fsdp x model).
     logical_axis_rules: tuple | None = None
@@ -97,8 +102,9 @@ def make_train_step(model: PanGuDecoder, optimizer: optax.GradientTransformation
 
     def micro_loss(params, micro, key):
         with nn.logical_axis_rules(rules):
-            logits = model.apply({"params": params}, micro["inputs"], micro["positions"],
-                                 micro["segment_ids"], deterministic=False,
+            # A batch without segment ids (or positions) is one document per row.
+            logits = model.apply({"params": params}, micro["inputs"], micro.get("positions"),
+                                 micro.get("segment_ids"), deterministic=False,
                                  rngs={"dropout": key})
         return cross_entropy(logits, micro["targets"], micro["loss_weights"])
 
@@ -188,8 +194,15 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
           checkpoint_config: CheckpointConfig, run_dir: str,
           on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or resume) training in ``run_dir``; returns a summary of the run."""
+    # Imported here so that the train step (make_train_step) needs no Orbax or gin.
+    from codereason_jax.checkpoints import RunCheckpoints, abstract_like, restore_params
+
+    from seqio_tasks.default_vocabulary import use_vocabulary
+    use_vocabulary(config.vocabulary)
     from seqio_tasks import mixing, mixtures  # noqa: F401 (registers tasks and mixtures)
     from seqio_tasks.registry import resolve_schedule
+    from seqio_tasks.tasks import VOCABULARY
+    check_vocabulary_fits(VOCABULARY, model_config)
 
     from codereason_jax import metrics as metrics_lib
 
@@ -271,6 +284,8 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
 
 def _make_evaluator(model, model_config, config, rules, batch_sharding, sources):
     """params -> {"eval_loss/<task>": ..., "eval/<task>/<metric>": ...} (deterministic)."""
+    from codereason_jax import evaluate
+
     from seqio_tasks import mixing
 
     batches = {}
@@ -316,6 +331,8 @@ def _make_evaluator(model, model_config, config, rules, batch_sharding, sources)
 
 
 def _check_resume_meta(meta: dict, expected: dict, config: TrainConfig, run_dir: str) -> None:
+    from codereason_jax.checkpoints import CheckpointError
+
     for key in ("seed", "batch_size", "sequence_length"):
         if meta.get(key) != expected[key]:
             raise CheckpointError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import sys
 import tempfile
 
 import seqio
@@ -77,3 +78,53 @@ def default_vocabulary() -> EmbeddedVocabulary:
     if _DEFAULT is None:
         _DEFAULT = EmbeddedVocabulary()
     return _DEFAULT
+
+
+# Which vocabulary the tasks tokenize with, chosen before ``seqio_tasks.tasks`` is imported:
+# "embedded" (the default above), or KIND:PATH with KIND one of the keys below.
+VOCABULARY_ENV = "CODEREASON_VOCABULARY"
+_KINDS = {
+    "pangu": lambda path: vocabularies.PanGuVocabulary(path),
+    "chatglm": lambda path: vocabularies.ChatGLMStyleVocabulary(path),
+    "sentencepiece": lambda path: seqio.SentencePieceVocabulary(path),
+}
+
+
+def vocabulary_spec() -> str:
+    return os.environ.get(VOCABULARY_ENV, "").strip() or "embedded"
+
+
+def task_vocabulary(spec: str | None = None) -> seqio.Vocabulary:
+    """The vocabulary named by ``spec`` (default: $CODEREASON_VOCABULARY, else "embedded").
+
+    "pangu:PATH" is the released PanGu-α tokenizer (vocab.model, 40,000 pieces) that the
+    converted PanGu-α weights need; "chatglm:PATH" the paper's CodePanGu tokenizer;
+    "sentencepiece:PATH" any plain SentencePiece model.
+    """
+    spec = vocabulary_spec() if spec is None else spec
+    if spec == "embedded":
+        return default_vocabulary()
+    kind, _, path = spec.partition(":")
+    if kind not in _KINDS or not path:
+        raise ValueError(f"vocabulary {spec!r} (from ${VOCABULARY_ENV} or a `vocabulary` gin "
+                         f"binding) is not 'embedded' or KIND:PATH with KIND in {sorted(_KINDS)}.")
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"vocabulary file {path!r} (from {spec!r}) does not exist; put "
+                                "the SentencePiece model there or fix the `vocabulary` binding.")
+    return _KINDS[kind](path)
+
+
+def use_vocabulary(spec: str | None) -> None:
+    """Make the tasks tokenize with ``spec``: call before ``seqio_tasks.tasks`` is imported.
+
+    SeqIO tasks are registered once per process, so a process that already registered them
+    with another vocabulary cannot switch: that is an error, not a silent mismatch.
+    """
+    if spec is None:
+        return
+    registered = sys.modules.get("seqio_tasks.tasks")
+    if registered is not None and registered.VOCABULARY_SPEC != spec:
+        raise ValueError(f"the tasks of this process were registered with vocabulary "
+                         f"{registered.VOCABULARY_SPEC!r}, not {spec!r}; run a new process.")
+    os.environ[VOCABULARY_ENV] = spec

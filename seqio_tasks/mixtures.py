@@ -51,3 +51,6 @@ register_matrix("embedded", "embedded_text", "embedded_code", "embedded_text_ins
                 "embedded_code_instructions")
 register_matrix("paper", "text_corpus", "codeparrot", "paper_text_instructions",
                 "paper_code_instructions")
+# The paper's matrix over the corpora prepared as TFDS datasets (seqio_tasks/tfds_builders).
+register_matrix("paper_tfds", "text_corpus_tfds", "codeparrot_tfds", "paper_text_instructions",
+                "paper_code_instructions")

@@ -4,7 +4,8 @@ Importing this module registers every task; none reads data until a dataset is r
 
 Task families (features; how ``seqio_tasks.mixing`` packs them):
 - pre-training (``targets`` = document + EOS; dense concat packing, loss on every token):
-  ``embedded_text``, ``embedded_code``, ``codeparrot``, ``text_corpus``, ``c4_en``;
+  ``embedded_text``, ``embedded_code``, ``codeparrot``, ``text_corpus``, ``c4_en``, and
+  ``codeparrot_tfds``, ``text_corpus_tfds`` (the same corpora prepared as TFDS datasets);
 - instruction tuning (``inputs`` = templated prompt, ``targets`` = response + EOS; one example
   per row, loss on the response and EOS only): ``embedded_text_instructions``,
   ``embedded_code_instructions``, ``alpaca_gpt4_en``, ``alpaca_gpt4_zh``, ``pclue``,
@@ -32,13 +33,16 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import seqio
 
-from seqio_tasks import eval_templates
-from seqio_tasks.default_vocabulary import default_vocabulary
+from seqio_tasks import eval_templates, tfds_builders
+from seqio_tasks.default_vocabulary import task_vocabulary, vocabulary_spec
 from seqio_tasks.registry import RecordSource, add_task
 from seqio_tasks.sources import benchmarks, corpora, embedded, instructions
 from seqio_tasks.sources.files import data_root
+from seqio_tasks.tfds_builders.seqio_source import PreparedTfdsSource
 
-VOCABULARY = default_vocabulary()
+VOCABULARY = task_vocabulary()
+# The spec the tasks were registered with (a process registers tasks once).
+VOCABULARY_SPEC = vocabulary_spec()
 PRETRAIN_FEATURES = {"targets": seqio.Feature(VOCABULARY, add_eos=True)}
 INSTRUCTION_FEATURES = {"inputs": seqio.Feature(VOCABULARY, add_eos=False),
                         "targets": seqio.Feature(VOCABULARY, add_eos=True)}
@@ -178,7 +182,7 @@ for _name, (_reader, _template, _splits) in _EVAL_TASKS.items():
 
 # --- the paper's pre-training corpora and instruction sets (local copies) ------------------
 # Sets without a released split are split by a stable hash of each record's key.
-HASH_VALIDATION_FRACTION = 0.005
+HASH_VALIDATION_FRACTION = corpora.HASH_VALIDATION_FRACTION  # 0.005, shared with TFDS builders
 
 
 def _hash_split(records: Callable[[], Iterable[Mapping[str, Any]]], key: str):
@@ -220,6 +224,21 @@ add_pretraining_task("text_corpus", _hash_split(
     TRAIN_VALIDATION)
 add_pretraining_task("c4_en", lambda split: corpora.read_tfds_text("c4/en", split),
                      TRAIN_VALIDATION)
+
+
+# The same two corpora prepared once into sharded TFDS datasets (seqio_tasks/tfds_builders,
+# same documents and splits), read from $CODEREASON_TFDS_DIR or DATA_ROOT/tensorflow_datasets,
+# local or gs://; with seqio.ShardInfo each host opens only its own files.
+def add_prepared_pretraining_task(name: str, tfds_name: str, prepare_hint: str = ""
+                                  ) -> seqio.Task:
+    source = PreparedTfdsSource(tfds_name, TRAIN_VALIDATION, prepare_hint=prepare_hint)
+    return add_task(name, source, [_TEXT_TO_TARGETS, *_TOKENIZE], PRETRAIN_FEATURES)
+
+
+add_prepared_pretraining_task("codeparrot_tfds", tfds_builders.tfds_name("codeparrot"),
+                              "--dataset=codeparrot --manual_dir=DIR_OF_JSON_GZ_SHARDS ")
+add_prepared_pretraining_task("text_corpus_tfds", tfds_builders.tfds_name("text_corpus", "file"),
+                              "--dataset=text_corpus --manual_dir=TEXT_CORPUS_DIR ")
 
 _ALPACA = {name: _hash_split(functools.partial(instructions.read_alpaca_style, name),
                              "instruction")

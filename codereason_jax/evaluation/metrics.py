@@ -75,23 +75,40 @@ def bleu_stats(reference_corpus: Sequence[Sequence[Sequence[str]]],
                          f"{len(hypothesis_corpus)} hypotheses")
     if not hypothesis_corpus:
         raise ValueError("empty corpus: nothing to score")
-    matches = [0] * max_order
-    possible = [0] * max_order
-    reference_length = hypothesis_length = 0
-    for references, hypothesis in zip(reference_corpus, hypothesis_corpus):
+    totals = example_bleu_counts(reference_corpus, hypothesis_corpus, max_order).sum(axis=0)
+    return bleu_from_counts(totals, max_order, smooth)
+
+
+def example_bleu_counts(reference_corpus: Sequence[Sequence[Sequence[str]]],
+                        hypothesis_corpus: Sequence[Sequence[str]],
+                        max_order: int = 4) -> np.ndarray:
+    """Per-example sufficient statistics of corpus BLEU, [n, 2 * max_order + 2] int64:
+    clipped matches per order, possible n-grams per order, hypothesis length, shortest reference
+    length. Corpus BLEU is a function of their column sums, so resampling rows resamples the
+    corpus (bootstrap intervals and paired comparisons without re-counting n-grams)."""
+    counts = np.zeros((len(hypothesis_corpus), 2 * max_order + 2), np.int64)
+    for i, (references, hypothesis) in enumerate(zip(reference_corpus, hypothesis_corpus)):
         if not references:
             raise ValueError("every hypothesis needs at least one reference")
-        reference_length += min(len(reference) for reference in references)
-        hypothesis_length += len(hypothesis)
         max_ref_counts: collections.Counter = collections.Counter()
         for reference in references:
             max_ref_counts |= _ngram_counts(reference, max_order)
         clipped = _ngram_counts(hypothesis, max_order) & max_ref_counts
         for ngram, count in clipped.items():
-            matches[len(ngram) - 1] += count
+            counts[i, len(ngram) - 1] += count
         for order in range(1, max_order + 1):
-            possible[order - 1] += max(0, len(hypothesis) - order + 1)
+            counts[i, max_order + order - 1] = max(0, len(hypothesis) - order + 1)
+        counts[i, 2 * max_order] = len(hypothesis)
+        counts[i, 2 * max_order + 1] = min(len(reference) for reference in references)
+    return counts
 
+
+def bleu_from_counts(totals: Sequence[int] | np.ndarray, max_order: int = 4,
+                     smooth: bool = True) -> BleuStats:
+    """BLEU from the column sums of ``example_bleu_counts``."""
+    totals = [int(x) for x in totals]
+    matches, possible = totals[:max_order], totals[max_order:2 * max_order]
+    hypothesis_length, reference_length = totals[2 * max_order], totals[2 * max_order + 1]
     if smooth:
         precisions = [(m + 1.0) / (p + 1.0) for m, p in zip(matches, possible)]
     else:
@@ -474,3 +491,52 @@ def ngram_overlap(eval_texts: Iterable[str], corpus_texts: Iterable[str], n: int
         "overlap": overlap,
         "short": [length < n for length in window_lengths],
     }
+
+
+def bootstrap_statistic_ci(rows: np.ndarray, statistic: Callable[[np.ndarray], float],
+                           n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+                           ) -> tuple[float, float, float]:
+    """(value, low, high): percentile bootstrap of ``statistic(column sums of rows)``.
+
+    ``rows`` holds one row of additive statistics per example (e.g. ``example_bleu_counts``, or
+    [nll_sum, tokens] per document); examples are resampled with replacement. Deterministic
+    for a seed.
+    """
+    rows = np.asarray(rows, np.float64)
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise ValueError("need a non-empty [examples, statistics] array")
+    rng = np.random.default_rng(seed)
+    n = rows.shape[0]
+    values = np.empty(n_resamples)
+    for k in range(n_resamples):
+        values[k] = statistic(rows[rng.integers(0, n, n)].sum(axis=0))
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return float(statistic(rows.sum(axis=0))), float(low), float(high)
+
+
+def paired_bootstrap_difference(rows_a: np.ndarray, rows_b: np.ndarray,
+                                statistic: Callable[[np.ndarray], float],
+                                n_resamples: int = 1000, confidence: float = 0.95,
+                                seed: int = 0) -> dict[str, float]:
+    """statistic(B) - statistic(A) on the same examples, with a paired percentile interval.
+
+    Both systems are resampled with the same example indices, so example difficulty cancels.
+    ``p_not_positive`` is the share of resamples where B does not beat A (a one-sided bootstrap
+    p-value for "B > A").
+    """
+    rows_a, rows_b = np.asarray(rows_a, np.float64), np.asarray(rows_b, np.float64)
+    if rows_a.shape != rows_b.shape or rows_a.ndim != 2 or rows_a.shape[0] == 0:
+        raise ValueError(f"paired rows must have one equal, non-empty shape; got {rows_a.shape} "
+                         f"and {rows_b.shape}")
+    rng = np.random.default_rng(seed)
+    n = rows_a.shape[0]
+    diffs = np.empty(n_resamples)
+    for k in range(n_resamples):
+        index = rng.integers(0, n, n)
+        diffs[k] = statistic(rows_b[index].sum(axis=0)) - statistic(rows_a[index].sum(axis=0))
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(diffs, [tail, 1.0 - tail])
+    return {"difference": float(statistic(rows_b.sum(axis=0)) - statistic(rows_a.sum(axis=0))),
+            "ci_low": float(low), "ci_high": float(high),
+            "p_not_positive": float(np.mean(diffs <= 0))}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -16,6 +17,7 @@ ACTIVATIONS = ("fast_gelu", "gelu_erf", "gelu_tanh")
 INIT_SCHEMES = ("paper", "scaled")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn", "auto")
 
 
 class ConfigError(ValueError):
@@ -58,6 +60,18 @@ class PanGuConfig:
     remat_policy: str = "none"
     # Stack the ordinary blocks and run them with nn.scan (compile time independent of depth).
     scan_layers: bool = False
+    # Speed options (codereason_jax.bench). Neither changes a parameter's name or shape.
+    # attention: "einsum" (the reference: explicit scores, mask, softmax, dropout);
+    # "xla" / "cudnn": jax.nn.dot_product_attention with that implementation (cudnn is the fused
+    # flash kernel, GPU and bf16/fp16 only); "auto": cudnn on a GPU in bf16/fp16, else xla.
+    # The fused paths use is_causal=True, plus the document mask only when segment ids are
+    # given, and fall back to "einsum" while attention dropout is active. They are equal to
+    # "einsum" up to rounding, not bitwise.
+    attention: str = "einsum"
+    # An optimization barrier on each block's output (value-exact): XLA:CPU otherwise fuses the
+    # residual-stream gradient of all blocks above into every consumer, recomputing it O(L^2)
+    # times; the barrier materialises it once per block.
+    block_barrier: bool = False
 
     def __post_init__(self):
         positive = ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff", "max_seq_len")
@@ -89,6 +103,7 @@ class PanGuConfig:
             ("activation", ACTIVATIONS),
             ("init_scheme", INIT_SCHEMES),
             ("remat_policy", REMAT_POLICIES),
+            ("attention", ATTENTION_IMPLS),
             ("param_dtype", DTYPES),
             ("dtype", DTYPES),
         ):
@@ -129,3 +144,12 @@ def _divisor_hint(d_model: int, num_heads: int) -> int:
     divisors = [h for h in range(1, int(math.isqrt(d_model)) + 1) if d_model % h == 0]
     divisors += [d_model // h for h in divisors]
     return min(divisors, key=lambda h: (abs(h - num_heads), h))
+
+
+def check_vocabulary_fits(vocabulary: Any, model_config: PanGuConfig) -> None:
+    """Every token id of the tasks' vocabulary must have an embedding row."""
+    if vocabulary.vocab_size > model_config.vocab_size:
+        raise ConfigError(
+            f"the tasks' vocabulary has {vocabulary.vocab_size} ids but "
+            f"PanGuConfig.vocab_size={model_config.vocab_size}; bind PanGuConfig.vocab_size >= "
+            f"{vocabulary.vocab_size} or choose another vocabulary (TrainConfig.vocabulary).")

@@ -125,6 +125,28 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     return jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
 
 
+def _attention_implementation(config: PanGuConfig) -> str:
+    """The jax.nn.dot_product_attention implementation for PanGuConfig.attention."""
+    if config.attention != "auto":
+        return config.attention
+    half = config.compute_dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    return "cudnn" if jax.default_backend() == "gpu" and half else "xla"
+
+
+def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None,
+                    implementation: str) -> jax.Array:
+    """Causal attention through jax.nn.dot_product_attention (q already scaled).
+
+    Without segment ids only the causal mask applies (cuDNN's built-in causal mask, no mask
+    tensor); with them the document mask is passed too (cuDNN turns it into a bias).
+    """
+    mask = None
+    if segment_ids is not None:
+        mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0, is_causal=True,
+                                        implementation=implementation)
+
+
 class Attention(nn.Module):
     """Multi-head attention whose queries and keys/values may come from different inputs.
 
@@ -137,6 +159,9 @@ class Attention(nn.Module):
     config: PanGuConfig
     deterministic: bool
     decode: bool = False
+    # False: every row is one document (the caller gave no segment ids), so the fused
+    # attention paths need the causal mask only.
+    packed: bool = True
 
     @nn.compact
     def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array,
@@ -159,10 +184,15 @@ class Attention(nn.Module):
         if self.decode:
             k, v, kv_segment_ids, q_index, kv_index = self._update_cache(k, v, segment_ids)
 
-        mask = attention_mask(q_index, segment_ids, kv_index, kv_segment_ids)
-        dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=())
-        out = dot_product_attention(
-            q, k, v, mask, lambda p: dropout(p, deterministic=self.deterministic))
+        dropout_active = not self.deterministic and cfg.dropout_rate > 0
+        if cfg.attention != "einsum" and not self.decode and not dropout_active:
+            out = fused_attention(q, k, v, segment_ids if self.packed else None,
+                                  _attention_implementation(cfg))
+        else:
+            mask = attention_mask(q_index, segment_ids, kv_index, kv_segment_ids)
+            dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=())
+            out = dot_product_attention(
+                q, k, v, mask, lambda p: dropout(p, deterministic=self.deterministic))
         out = constrain(out, (BATCH, LENGTH, HEADS, KV))
         projected = Projection(cfg, (cfg.d_model,), ("heads", "kv"), ("embed",),
                                kernel_std(cfg, output_projection=True), name="output")(out)
@@ -219,6 +249,7 @@ class DecoderBlock(nn.Module):
     config: PanGuConfig
     deterministic: bool
     decode: bool = False
+    packed: bool = True
 
     @nn.compact
     def __call__(self, h: jax.Array, segment_ids: jax.Array,
@@ -227,11 +258,13 @@ class DecoderBlock(nn.Module):
         drop = nn.Dropout(cfg.dropout_rate)
         x = LayerNorm(cfg, name="ln_1")(h)
         q_in = x if query_inputs is None else query_inputs.astype(cfg.compute_dtype)
-        a = Attention(cfg, self.deterministic, self.decode, name="attention")(
+        a = Attention(cfg, self.deterministic, self.decode, self.packed, name="attention")(
             q_in, x, segment_ids)
         h = h + drop(a, deterministic=self.deterministic)
         m = FeedForward(cfg, name="mlp")(LayerNorm(cfg, name="ln_2")(h))
         h = h + drop(m, deterministic=self.deterministic)
+        if cfg.block_barrier:
+            h = jax.lax.optimization_barrier(h)
         return constrain(h, (BATCH, LENGTH, EMBED))
 
 

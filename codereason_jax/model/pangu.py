@@ -58,7 +58,7 @@ class PanGuDecoder(nn.Module):
 
     config: PanGuConfig
 
-    def _blocks(self, deterministic: bool, decode: bool) -> Any:
+    def _blocks(self, deterministic: bool, decode: bool, packed: bool) -> Any:
         """The ordinary blocks: a list of modules, or one scanned module."""
         cfg = self.config
         block_cls: Any = layers.ScannedBlock if cfg.scan_layers else layers.DecoderBlock
@@ -74,8 +74,8 @@ class PanGuDecoder(nn.Module):
                 length=cfg.num_ordinary_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
-            return scanned(cfg, deterministic, decode, name="blocks")
-        return [block_cls(cfg, deterministic, decode, name=f"block_{i}")
+            return scanned(cfg, deterministic, decode, packed, name="blocks")
+        return [block_cls(cfg, deterministic, decode, packed, name=f"block_{i}")
                 for i in range(cfg.num_ordinary_layers)]
 
     @nn.compact
@@ -95,6 +95,7 @@ class PanGuDecoder(nn.Module):
             if decode:
                 raise ValueError("decode=True needs explicit absolute positions of the chunk.")
             positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+        packed = segment_ids is not None or decode
         if segment_ids is None:
             segment_ids = jnp.ones((batch, length), jnp.int32)
 
@@ -106,7 +107,7 @@ class PanGuDecoder(nn.Module):
         h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
         h = layers.constrain(h, (layers.BATCH, layers.LENGTH, layers.EMBED))
 
-        blocks = self._blocks(deterministic, decode)
+        blocks = self._blocks(deterministic, decode, packed)
         if cfg.scan_layers:
             h, _ = blocks(h, segment_ids)
         else:
@@ -118,7 +119,7 @@ class PanGuDecoder(nn.Module):
             top_query = _embedding_table(self, "top_query_embeddings", cfg.max_seq_len, cfg,
                                          ("position", "embed"))
             query = _lookup(top_query, positions, cfg.compute_dtype)
-            h = layers.DecoderBlock(cfg, deterministic, decode, name="query_layer")(
+            h = layers.DecoderBlock(cfg, deterministic, decode, packed, name="query_layer")(
                 h, segment_ids, query)
 
         logits = jnp.einsum("btd,vd->btv", h, word.astype(cfg.compute_dtype),

@@ -130,19 +130,32 @@ def read_codeparrot(paths: str | Sequence[str] | None = None, *,
 def _iter_codeparrot(files: list[str], keep: frozenset[str] | None,
                      stats: ReadStats) -> Iterator[Document]:
     for path in files:
-        stats.files += 1
-        for lineno, record in iter_json_lines(path):
-            where = f"{path}:{lineno}"
-            content = field(record, "content", str, where)
-            repo_name = field(record, "repo_name", str, where)
-            file_path = field(record, "path", str, where)
-            license_ = field(record, "license", str, where)
-            if keep is not None and license_.lower() not in keep:
-                stats.skipped[f"license={license_}"] += 1
-                continue
-            stats.documents += 1
-            yield {"text": content, "path": f"{repo_name}/{file_path}", "license": license_}
+        for _, document in codeparrot_file_documents(path, keep, stats):
+            yield document
     log.info(stats.summary("CodeParrot-clean"))
+
+
+def codeparrot_file_documents(path: str, keep: Collection[str] | None = None,
+                              stats: ReadStats | None = None
+                              ) -> Iterator[tuple[int, Document]]:
+    """(line number, document) for the records of one codeparrot-clean shard, in file order.
+
+    The per-file step of ``read_codeparrot`` (also used by the TFDS builder): ``keep`` is a
+    set of lower-case licence values or None, ``stats`` counts the file, documents and skips.
+    """
+    stats = stats if stats is not None else ReadStats()
+    stats.files += 1
+    for lineno, record in iter_json_lines(path):
+        where = f"{path}:{lineno}"
+        content = field(record, "content", str, where)
+        repo_name = field(record, "repo_name", str, where)
+        file_path = field(record, "path", str, where)
+        license_ = field(record, "license", str, where)
+        if keep is not None and license_.lower() not in keep:
+            stats.skipped[f"license={license_}"] += 1
+            continue
+        stats.documents += 1
+        yield lineno, {"text": content, "path": f"{repo_name}/{file_path}", "license": license_}
 
 
 # ------------------------------------------------------------------------ text directories
@@ -174,22 +187,37 @@ def read_text_dir(directory: str, *, txt_documents: str = "file", text_field: st
     skipped unnoticed; ``extensions`` names the kinds to read and knowingly skips the rest
     (counted in ``stats.skipped``). Whitespace-only documents are skipped and counted.
     """
+    check_text_options(txt_documents, extensions)
+    if not os.path.isdir(directory):
+        raise DataFileError(f"text corpus: {directory} is not a directory.")
+    stats = stats if stats is not None else ReadStats()
+    selected = select_text_files(directory, _walk_files(directory), extensions, stats)
+    return _iter_text_dir(directory, selected, txt_documents, text_field, stats)
+
+
+def check_text_options(txt_documents: str, extensions: Collection[str] | None) -> set[str]:
+    """Validate ``read_text_dir``'s options; returns the file kinds to read."""
     if txt_documents not in TXT_DOCUMENT_MODES:
         raise ValueError(f"txt_documents={txt_documents!r}; choose one of {TXT_DOCUMENT_MODES}.")
     if extensions is None:
-        wanted = set(TEXT_EXTENSIONS)
-    else:
-        wanted = {ext if ext.startswith(".") else "." + ext for ext in extensions}
-        unsupported = sorted(wanted - set(TEXT_EXTENSIONS))
-        if unsupported:
-            raise ValueError(f"extensions {unsupported} cannot be read; supported: "
-                             f"{', '.join(TEXT_EXTENSIONS)}.")
-    if not os.path.isdir(directory):
-        raise DataFileError(f"text corpus: {directory} is not a directory.")
-    relpaths = _walk_files(directory)
+        return set(TEXT_EXTENSIONS)
+    wanted = {ext if ext.startswith(".") else "." + ext for ext in extensions}
+    unsupported = sorted(wanted - set(TEXT_EXTENSIONS))
+    if unsupported:
+        raise ValueError(f"extensions {unsupported} cannot be read; supported: "
+                         f"{', '.join(TEXT_EXTENSIONS)}.")
+    return wanted
+
+
+def select_text_files(directory: str, relpaths: Sequence[str],
+                      extensions: Collection[str] | None, stats: ReadStats) -> list[str]:
+    """The files of ``relpaths`` (all files under ``directory``, natural order) to read.
+
+    Unknown kinds are an error when ``extensions`` is None, else skipped and counted.
+    """
+    wanted = check_text_options("file", extensions)
     if not relpaths:
         raise DataFileError(f"text corpus: {directory} contains no files.")
-    stats = stats if stats is not None else ReadStats()
     if extensions is None:
         unknown: dict[str, list[str]] = collections.defaultdict(list)
         for rel in relpaths:
@@ -211,42 +239,55 @@ def read_text_dir(directory: str, *, txt_documents: str = "file", text_field: st
             stats.skipped[f"file {_text_kind(rel)}"] += 1
     if not selected:
         raise DataFileError(f"text corpus: {directory} has no {'/'.join(sorted(wanted))} files.")
-    return _iter_text_dir(directory, selected, txt_documents, text_field, stats)
+    return selected
 
 
 def _iter_text_dir(directory: str, relpaths: list[str], txt_documents: str, text_field: str,
                    stats: ReadStats) -> Iterator[Document]:
     for rel in relpaths:
-        path = os.path.join(directory, rel)
-        stats.files += 1
-        if rel.endswith(".txt"):
-            with open_text(path) as f:
-                try:
-                    text = f.read()
-                except UnicodeDecodeError as err:
-                    raise DataFileError(f"{path}: not UTF-8 text ({err.reason} at byte "
-                                        f"{err.start}).") from None
-            if txt_documents == "paragraphs":
-                docs = [(f"{rel}#{i}", p) for i, p in enumerate(split_paragraphs(text))]
-            else:
-                docs = [(rel, text)]
-        else:
-            docs = ((f"{rel}:{lineno}", field(record, text_field, str, f"{path}:{lineno}"))
-                    for lineno, record in iter_json_lines(path))
-        for doc_id, text in docs:
-            if not text.strip():
-                stats.skipped["empty document"] += 1
-                continue
-            stats.documents += 1
-            yield {"text": text, "id": doc_id}
+        yield from text_file_documents(directory, rel, txt_documents, text_field, stats)
     log.info(stats.summary(f"text corpus {directory}"))
+
+
+def text_file_documents(directory: str, rel: str, txt_documents: str = "file",
+                        text_field: str = "text", stats: ReadStats | None = None
+                        ) -> Iterator[Document]:
+    """``{"text", "id"}`` documents of the file ``rel`` under ``directory``, in file order.
+
+    The per-file step of ``read_text_dir`` (also used by the TFDS builder).
+    """
+    stats = stats if stats is not None else ReadStats()
+    path = os.path.join(directory, rel)
+    stats.files += 1
+    if rel.endswith(".txt"):
+        with open_text(path) as f:
+            try:
+                text = f.read()
+            except UnicodeDecodeError as err:
+                raise DataFileError(f"{path}: not UTF-8 text ({err.reason} at byte "
+                                    f"{err.start}).") from None
+        if txt_documents == "paragraphs":
+            docs = [(f"{rel}#{i}", p) for i, p in enumerate(split_paragraphs(text))]
+        else:
+            docs = [(rel, text)]
+    else:
+        docs = ((f"{rel}:{lineno}", field(record, text_field, str, f"{path}:{lineno}"))
+                for lineno, record in iter_json_lines(path))
+    for doc_id, text in docs:
+        if not text.strip():
+            stats.skipped["empty document"] += 1
+            continue
+        stats.documents += 1
+        yield {"text": text, "id": doc_id}
 
 
 # ------------------------------------------------------------------------------------ TFDS
 
 
 def default_tfds_data_dir() -> str:
-    return os.path.join(data_root(), "tensorflow_datasets")
+    """$CODEREASON_TFDS_DIR (may be gs://...), else data_root()/tensorflow_datasets."""
+    return os.environ.get("CODEREASON_TFDS_DIR") or os.path.join(data_root(),
+                                                                  "tensorflow_datasets")
 
 
 def read_tfds_text(name: str, split: str, data_dir: str | None = None,
@@ -307,6 +348,10 @@ def _iter_tfds(examples, where: str, text_field: str) -> Iterator[Document]:
 
 
 # ---------------------------------------------------------------------------------- splits
+
+# The share of keys that split_by_hash sends to validation in the registered tasks and the TFDS
+# builders of sources without a released split (both must agree, so it lives here).
+HASH_VALIDATION_FRACTION = 0.005
 
 
 def split_by_hash(key: str, validation_fraction: float, seed: int = 0) -> str:

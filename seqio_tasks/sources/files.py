@@ -7,8 +7,10 @@ the directory in $CODEREASON_DATA_DIR, else ~/codereason_data. Nothing here down
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
+import re
 from typing import Any, Iterator
 
 
@@ -31,11 +33,40 @@ def require_file(path: str | None, default_relpath: str, dataset: str, how_to_ge
     return resolved
 
 
+def is_url(path: str) -> bool:
+    """``gs://bucket/...`` and other ``scheme://`` paths (read through etils.epath)."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
+
+
 def open_text(path: str):
-    """Open a text file, transparently gunzipping ``*.gz``."""
+    """Open a text file, transparently gunzipping ``*.gz``.
+
+    Local paths use the built-in ``open``; ``gs://...`` and other URLs go through
+    ``etils.epath`` (TensorFlow's file systems), so the TFDS builders can read a corpus from
+    Cloud Storage on Beam workers.
+    """
+    if is_url(path):
+        return _open_url_text(path)
     if path.endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8")
     return open(path, encoding="utf-8")
+
+
+def _open_url_text(path: str):
+    from etils import epath  # installed with tensorflow-datasets
+
+    raw = epath.Path(path).open("rb")
+    if not path.endswith(".gz"):
+        return io.TextIOWrapper(raw, encoding="utf-8")
+
+    class _Gzip(gzip.GzipFile):  # closes the remote file with the gzip stream
+        def close(self):
+            try:
+                super().close()
+            finally:
+                raw.close()
+
+    return io.TextIOWrapper(_Gzip(fileobj=raw, mode="rb"), encoding="utf-8")
 
 
 def iter_json_lines(path: str) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -1,0 +1,1 @@
+"""Cloud TPU launch tooling: ``python -m launch.tpu --help`` (see launch/README.md)."""

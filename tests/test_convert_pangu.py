@@ -1,0 +1,289 @@
+"""convert_pangu: the PyTorch port's state dict -> our Orbax checkpoint, checked against an
+independent NumPy transcription of the port's forward pass (pangu.md §1-§3, HF naming)."""
+
+import importlib.util
+import json
+import math
+import os
+import re
+import struct
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from codereason_jax import convert_pangu
+from codereason_jax.checkpoints import abstract_like, restore_params
+from codereason_jax.model import PanGuConfig, PanGuDecoder
+from codereason_jax.model.abstract import abstract_params
+
+LAYERS, D, HEADS, VOCAB, SEQ, FF = 3, 32, 4, 64, 16, 128  # 2 ordinary blocks + query layer
+SAFETENSORS_DTYPE = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
+                     np.dtype(ml_dtypes.bfloat16): "BF16"}
+
+
+def port_state_dict(seed=0):
+    """Random weights named as the PyTorch port names them (torch Linear: [out, in])."""
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape, std=0.3):
+        return (std * rng.standard_normal(shape)).astype(np.float32)
+
+    sd = {"transformer.wte.weight": normal(VOCAB, D), "transformer.wpe.weight": normal(SEQ, D),
+          "transformer.wqe.weight": normal(SEQ, D),
+          "transformer.ln_f.weight": 1 + normal(D, std=0.1),
+          "transformer.ln_f.bias": normal(D, std=0.1)}
+    for i in range(LAYERS):
+        p = f"transformer.h.{i}."
+        for ln in ("ln_1", "ln_2"):
+            sd[p + ln + ".weight"] = 1 + normal(D, std=0.1)
+            sd[p + ln + ".bias"] = normal(D, std=0.1)
+        for proj in ("q_proj", "k_proj", "v_proj", "c_proj"):
+            sd[p + f"attn.{proj}.weight"] = normal(D, D, std=D ** -0.5)
+            sd[p + f"attn.{proj}.bias"] = normal(D, std=0.1)
+        sd[p + "mlp.c_fc.weight"] = normal(FF, D, std=D ** -0.5)
+        sd[p + "mlp.c_fc.bias"] = normal(FF, std=0.1)
+        sd[p + "mlp.c_proj.weight"] = normal(D, FF, std=FF ** -0.5)
+        sd[p + "mlp.c_proj.bias"] = normal(D, std=0.1)
+        # The port's causal-mask buffers are in its state dict too; they are not parameters.
+        sd[p + "attn.bias"] = np.tril(np.ones((SEQ, SEQ), np.uint8))[None, None]
+    return sd
+
+
+def write_safetensors(path, tensors, dtype=None):
+    """A minimal safetensors writer (header length, JSON header, raw little-endian buffers)."""
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, array in tensors.items():
+        if dtype is not None and array.dtype.kind == "f":
+            array = array.astype(dtype)
+        blob = np.ascontiguousarray(array).tobytes()
+        code = "U8" if array.dtype == np.uint8 else SAFETENSORS_DTYPE[array.dtype]
+        header[name] = {"dtype": code, "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
+
+
+def write_gin(path, scan_layers=False, extra=""):
+    path.write_text(
+        f"PanGuConfig.vocab_size = {VOCAB}\nPanGuConfig.num_layers = {LAYERS}\n"
+        f"PanGuConfig.d_model = {D}\nPanGuConfig.num_heads = {HEADS}\n"
+        f"PanGuConfig.d_ff = {FF}\nPanGuConfig.max_seq_len = {SEQ}\n"
+        f"PanGuConfig.activation = 'gelu_erf'\nPanGuConfig.dropout_rate = 0.0\n"
+        f"PanGuConfig.scan_layers = {scan_layers}\n{extra}")
+    return str(path)
+
+
+def config(**overrides):
+    return PanGuConfig(**{**dict(vocab_size=VOCAB, num_layers=LAYERS, d_model=D, num_heads=HEADS,
+                                 d_ff=FF, max_seq_len=SEQ, activation="gelu_erf",
+                                 dropout_rate=0.0), **overrides})
+
+
+# ---- the port's forward pass, transcribed independently (float64) -----------------------------
+
+def _erf_gelu(x):
+    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+def port_logits(sd, tokens, num_heads=HEADS, eps=1e-5):
+    """The port: pre-LN GPT-2 blocks with torch Linear y = x W^T + b; ln_f before the last
+    block, whose queries are wqe[position]; logits = h wte^T."""
+    w = {k: np.asarray(v, np.float64) for k, v in sd.items()}
+
+    def linear(x, name):
+        return x @ w[name + ".weight"].T + w[name + ".bias"]
+
+    def layer_norm(x, name):
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + eps) * w[name + ".weight"] + w[name + ".bias"]
+
+    n = len(tokens)
+    positions = np.arange(n)
+    h = w["transformer.wte.weight"][tokens] + w["transformer.wpe.weight"][positions]
+    query_embeds = w["transformer.wqe.weight"][positions]
+    causal = np.tril(np.ones((n, n), bool))
+    for i in range(LAYERS):
+        p = f"transformer.h.{i}."
+        last = i == LAYERS - 1
+        if last:
+            h = layer_norm(h, "transformer.ln_f")
+        x = layer_norm(h, p + "ln_1")
+        q = linear(query_embeds if last else x, p + "attn.q_proj")
+        k, v = linear(x, p + "attn.k_proj"), linear(x, p + "attn.v_proj")
+        dh = q.shape[-1] // num_heads
+        q, k, v = (t.reshape(n, num_heads, dh).transpose(1, 0, 2) for t in (q, k, v))
+        scores = np.where(causal, q @ k.transpose(0, 2, 1) / math.sqrt(dh), -1e4)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        a = (probs @ v).transpose(1, 0, 2).reshape(n, num_heads * dh)
+        h = h + linear(a, p + "attn.c_proj")
+        m = linear(_erf_gelu(linear(layer_norm(h, p + "ln_2"), p + "mlp.c_fc")),
+                   p + "mlp.c_proj")
+        h = h + m
+    return h @ w["transformer.wte.weight"].T
+
+
+def load(cfg, output):
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = nn.meta.unbox(abstract_params(cfg))
+    step, params = restore_params(output, abstract_like(abstract, jax.tree.map(
+        lambda _: device, abstract)))
+    assert step == 0
+    return params
+
+
+def our_logits(cfg, params, tokens):
+    return np.asarray(PanGuDecoder(cfg).apply({"params": params}, jnp.asarray([tokens])))[0]
+
+
+TOKENS = [5, 17, 63, 0, 42, 42, 8, 31, 2, 60, 11, 7]
+
+
+def assert_port_parity(cfg, params, sd):
+    ours = our_logits(cfg, params, TOKENS)
+    reference = port_logits(sd, TOKENS)
+    assert np.abs(reference).max() > 1.0  # non-trivial logits
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+# ---- tests ------------------------------------------------------------------------------------
+
+def test_safetensors_file_matches_numpy_port(tmp_path, capsys):
+    sd = port_state_dict()
+    write_safetensors(tmp_path / "model.safetensors", sd)
+    out = tmp_path / "converted"
+    rc = convert_pangu.main([f"--hf_checkpoint={tmp_path / 'model.safetensors'}",
+                             f"--output={out}", f"--gin_file={write_gin(tmp_path / 'm.gin')}"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "these weights have 64 ids, not the 40,000 pieces" in captured.out
+    assert os.path.isdir(out / "checkpoints" / "0" / "params")
+    meta = json.loads((out / "checkpoints" / "0" / "meta" / "metadata").read_text())
+    assert meta["source"] == str(tmp_path / "model.safetensors")
+    assert meta["model_config"]["num_layers"] == LAYERS and meta["dtype"] == "float32"
+    params = load(config(), str(out))
+    # The query layer holds h.{L-1}; our kernels are the transposed torch weights.
+    np.testing.assert_array_equal(
+        params["query_layer"]["mlp"]["wi"]["kernel"], sd["transformer.h.2.mlp.c_fc.weight"].T)
+    assert_port_parity(config(), params, sd)
+
+
+def test_sharded_half_precision_with_scan_layers_matches_numpy_port(tmp_path, capsys):
+    sd = port_state_dict(seed=1)
+    names = list(sd)
+    shards = {"model-00001-of-00002.safetensors": (names[: len(names) // 2], np.float16),
+              "model-00002-of-00002.safetensors": (names[len(names) // 2:], ml_dtypes.bfloat16)}
+    weight_map, rounded = {}, {}
+    for file, (keys, dtype) in shards.items():
+        write_safetensors(tmp_path / file, {k: sd[k] for k in keys}, dtype)
+        weight_map.update({k: file for k in keys})
+        rounded.update({k: sd[k].astype(dtype).astype(np.float32) for k in keys})
+    (tmp_path / convert_pangu.SAFETENSORS_INDEX).write_text(json.dumps(
+        {"metadata": {}, "weight_map": weight_map}))
+    out = tmp_path / "converted"
+    rc = convert_pangu.main([f"--hf_checkpoint={tmp_path}", f"--output={out}",
+                             f"--gin_file={write_gin(tmp_path / 'm.gin', scan_layers=True)}"])
+    assert rc == 0, capsys.readouterr().err
+    cfg = config(scan_layers=True)
+    params = load(cfg, str(out))
+    assert params["blocks"]["attention"]["query"]["kernel"].shape == (LAYERS - 1, D, HEADS,
+                                                                      D // HEADS)
+    assert_port_parity(cfg, params, rounded)
+
+
+def test_shape_from_tensors_without_gin_and_bfloat16_output(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(convert_pangu, "PANGU_VOCAB_SIZE", VOCAB)  # print the PanGu note
+    sd = port_state_dict(seed=2)
+    sd = {k[len("transformer."):]: v for k, v in sd.items()}  # GPTPanguModel without prefix
+    write_safetensors(tmp_path / "weights.safetensors", sd)
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"num_heads": HEADS, "activation_function": "gelu", "layer_norm_epsilon": 1e-5}))
+    out = tmp_path / "converted"
+    rc = convert_pangu.main([f"--hf_checkpoint={tmp_path}", f"--output={out}",
+                             "--dtype=bfloat16"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "PanGuVocabulary" in captured.out and "40,000-piece" in captured.out
+    gin_text = (out / "model.gin").read_text()
+    for line in (f"PanGuConfig.num_layers = {LAYERS}", f"PanGuConfig.d_ff = {FF}",
+                 f"PanGuConfig.num_heads = {HEADS}", "PanGuConfig.activation = 'gelu_erf'",
+                 "PanGuConfig.scan_layers = False"):
+        assert line in gin_text
+    params = load(config(), str(out))  # restored (cast to float32) from bfloat16
+    np.testing.assert_array_equal(
+        params["word_embeddings"], sd["wte.weight"].astype(ml_dtypes.bfloat16).astype(np.float32))
+
+
+def test_mis_shaped_tensor_is_named_with_expected_shape(tmp_path, capsys):
+    sd = port_state_dict()
+    sd["transformer.h.1.attn.k_proj.weight"] = sd["transformer.h.1.attn.k_proj.weight"][:16]
+    write_safetensors(tmp_path / "model.safetensors", sd)
+    rc = convert_pangu.main([f"--hf_checkpoint={tmp_path / 'model.safetensors'}",
+                             f"--output={tmp_path / 'out'}",
+                             f"--gin_file={write_gin(tmp_path / 'm.gin')}"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert ("transformer.h.1.attn.k_proj.weight has shape (16, 32) in the checkpoint, but "
+            "PanGuConfig expects (32, 32) = (d_model, d_model)") in err
+    assert not os.path.exists(tmp_path / "out" / "checkpoints")
+
+
+def test_missing_tensor_and_wrong_config_are_reported(tmp_path, capsys):
+    sd = port_state_dict()
+    del sd["transformer.h.0.mlp.c_proj.bias"]
+    write_safetensors(tmp_path / "model.safetensors", sd)
+    args = [f"--hf_checkpoint={tmp_path / 'model.safetensors'}", f"--output={tmp_path / 'out'}"]
+    assert convert_pangu.main(args + [f"--gin_file={write_gin(tmp_path / 'm.gin')}"]) == 2
+    err = capsys.readouterr().err
+    assert "transformer.h.0.mlp.c_proj.bias is missing (expected shape (32,)" in err
+
+    # A gin file for another size: the error says what the tensors are and what to pass.
+    wrong = write_gin(tmp_path / "wrong.gin", extra="PanGuConfig.num_layers = 4\n"
+                      "PanGuConfig.d_ff = 64\n")
+    assert convert_pangu.main(args + [f"--gin_file={wrong}"]) == 2
+    err = capsys.readouterr().err
+    assert "The tensors say vocab_size=64, d_model=32, d_ff=128, num_layers=3" in err
+    assert "--gin.PanGuConfig.num_layers=3" in err and "--gin.PanGuConfig.d_ff=128" in err
+    assert re.search(r"transformer\.h\.3\.\S+ is missing", err)  # the 4th layer of the gin
+
+
+def test_num_heads_conflict_with_config_json_is_an_error(tmp_path, capsys):
+    write_safetensors(tmp_path / "model.safetensors", port_state_dict())
+    (tmp_path / "config.json").write_text(json.dumps({"num_heads": 8}))
+    rc = convert_pangu.main([f"--hf_checkpoint={tmp_path}", f"--output={tmp_path / 'out'}",
+                             f"--gin_file={write_gin(tmp_path / 'm.gin')}"])
+    assert rc == 2
+    assert "config.json has num_heads=8, but PanGuConfig.num_heads=4" in capsys.readouterr().err
+
+
+def test_bin_without_torch_says_what_to_do(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    (tmp_path / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not read without torch")
+    rc = convert_pangu.main([f"--hf_checkpoint={tmp_path}", f"--output={tmp_path / 'out'}",
+                             f"--gin_file={write_gin(tmp_path / 'm.gin')}"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "needs torch, which is not installed" in err and ".safetensors" in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_bin_with_torch_matches_numpy_port(tmp_path, capsys):
+    import torch
+
+    sd = port_state_dict(seed=3)
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / "pytorch_model.bin")
+    out = tmp_path / "converted"
+    rc = convert_pangu.main([f"--hf_checkpoint={tmp_path}", f"--output={out}",
+                             f"--gin_file={write_gin(tmp_path / 'm.gin')}"])
+    assert rc == 0, capsys.readouterr().err
+    assert_port_parity(config(), load(config(), str(out)), sd)

@@ -1,0 +1,94 @@
+"""The mini reproduction's driver, end to end at the micro scale, and its resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from codereason_jax import reproduce
+from codereason_jax.evaluation import metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(output_dir, *extra, timeout=1500):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's machine
+    return subprocess.run([sys.executable, "-m", "codereason_jax.reproduce", "--scale=micro",
+                           f"--output_dir={output_dir}", *extra], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def test_plan_covers_the_matrix_in_dependency_order(tmp_path):
+    steps = reproduce.plan(reproduce.SCALES["mini"], str(tmp_path))
+    names = [s.name for s in steps]
+    assert len(names) == 18 and len(set(names)) == 18
+    for cell, base in reproduce.SFT_CELLS.items():
+        assert names.index(f"train/{base}") < names.index(f"train/{cell}")
+        step = steps[names.index(f"train/{cell}")]
+        assert f"--gin_file=gin/cells/{cell}.gin" in step.argv
+    for cell in reproduce.LABELS:
+        assert names.index(f"train/{cell}") < names.index(f"eval/{cell}")
+    # The commands are the user's: real gin files, real entry points.
+    for step in steps:
+        for arg in step.argv:
+            if arg.startswith("--gin_file="):
+                assert os.path.exists(os.path.join(ROOT, arg.split("=", 1)[1])), arg
+
+
+def test_paired_comparison_signs_and_noise():
+    rng = np.random.default_rng(0)
+    correct_a = rng.random(400) < 0.5
+    correct_b = correct_a | (rng.random(400) < 0.4)  # B fixes many of A's errors
+    rows = lambda c: np.stack([c.astype(float), np.ones_like(c, float)], axis=1)  # noqa: E731
+    accuracy = lambda t: 100 * t[0] / t[1]  # noqa: E731
+    d = metrics.paired_bootstrap_difference(rows(correct_a), rows(correct_b), accuracy)
+    assert d["difference"] == pytest.approx(100 * (correct_b.mean() - correct_a.mean()))
+    assert d["ci_low"] > 0 and d["p_not_positive"] == 0.0
+    same = metrics.paired_bootstrap_difference(rows(correct_a), rows(correct_a), accuracy)
+    assert same["difference"] == same["ci_low"] == same["ci_high"] == 0.0
+
+
+def test_micro_reproduction_runs_reports_and_resumes(tmp_path):
+    out = tmp_path / "micro"
+    first = run(out)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    state = json.loads((out / "state.json").read_text())
+    assert len(state["done"]) == 18
+    report_dir = out / "report"
+    summary = (report_dir / "README.md").read_text()
+    for label in ("| NL | CODE |", "| NN | NC | CN | CC |",
+                  "| CC | Uniform | Stepwise Inc. | Stepwise Dec. |"):
+        assert label in summary
+    comparisons = json.loads((report_dir / "comparisons.json").read_text())
+    # 7 questions x 4 measures, each with an interval and a verdict.
+    assert len(comparisons) == 7 * 4
+    for c in comparisons:
+        assert c["ci_low"] <= c["improvement"] <= c["ci_high"]
+        assert c["verdict"] in (f"{c['b']} better", f"{c['a']} better", "within noise")
+    for name in ("loss_curves.png", "code_share.png", "table_1.png", "table_2.png",
+                 "table_3.png"):
+        assert (report_dir / name).stat().st_size > 5000, name
+    results = json.loads((out / "eval" / "sft_cc.json").read_text())
+    assert set(results["tasks"]) == {"eval_embedded_codeqa", "eval_embedded_codegen",
+                                     "embedded_text", "embedded_code"}
+    # Tuned from the CODE model: the run's first checkpoint came from pretrain_code.
+    config = (out / "runs" / "sft_cc" / "config.gin").read_text()
+    assert "pretrain_code" in config and "sft_text_code_embedded" in config
+
+    # Interrupted after some steps: only what is missing runs again.
+    del state["done"]["eval/sft_cc"]
+    (out / "state.json").write_text(json.dumps(state))
+    second = run(out)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.stdout.count("done earlier") == 17
+    assert "eval/sft_cc" in second.stdout.split("done earlier")[-1]
+
+    # Another scale in the same directory is refused before any work.
+    other = subprocess.run([sys.executable, "-m", "codereason_jax.reproduce", "--scale=mini",
+                            f"--output_dir={out}"], cwd=ROOT, text=True, capture_output=True,
+                           timeout=300)
+    assert other.returncode != 0 and "another scale" in other.stderr
