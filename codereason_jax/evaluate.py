@@ -155,11 +155,14 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
         [tokenize(p.strip()) for p in predictions])
     bleu, low, high = metrics.bootstrap_statistic_ci(
         bleu_counts, lambda t: 100 * metrics.bleu_from_counts(t).bleu, seed=config.seed)
+    try:
+        bleu_paper = metrics.paper_bleu(references, predictions, tokenize)
+    except ValueError:  # every prediction empty: the paper's notebook divides by zero
+        bleu_paper = None
     result = {"kind": "generation", "sampling": dataclasses.asdict(sampling), "n": len(rows),
               "num_samples": config.num_samples, "truncated_prompts": truncated,
               "contamination": _contamination(_example_texts(rows, "example_id"), config),
-              "metrics": {"bleu_paper": metrics.paper_bleu(references, predictions, tokenize),
-                          "bleu_corpus": bleu, "bleu_corpus_ci95": [low, high]}}
+              "metrics": {"bleu_paper": bleu_paper, "bleu_corpus": bleu, "bleu_corpus_ci95": [low, high]}}
     if "dureader" in name:
         scores = metrics.dureader_em_f1(predictions, [e["references"] for e in extras],
                                         truncate_to=config.dureader_truncate_to)

@@ -32,11 +32,12 @@ def register(cls: type) -> None:
         _CONFIGURABLES[cls] = gin.external_configurable(cls, name=cls.__name__)
 
 # The cells of the experiment matrix (gin/data/*.gin) over a set of corpora
-# (seqio_tasks.mixtures.register_matrix): "paper" (the real corpora) or "embedded" (offline).
+# (seqio_tasks.mixtures.register_matrix): "paper" (the real corpora read from their files),
+# "paper_tfds" (the same, prepared once by seqio_tasks.tfds_builders) or "embedded" (offline).
 MATRIX_CELLS = ("pretrain_nl", "pretrain_code", "pretrain_uniform", "pretrain_stepwise_increase",
                 "pretrain_stepwise_decrease", "sft_text", "sft_text_code", "sft_uniform",
                 "sft_stepwise_increase", "sft_stepwise_decrease")
-MATRIX_CORPORA = ("paper", "embedded")
+MATRIX_CORPORA = ("paper", "paper_tfds", "embedded")
 
 
 @gin.configurable

@@ -51,7 +51,8 @@ def primary_metric(task_result: dict[str, Any], paper_protocol: bool = False
         return "loss", metrics["loss"], metrics.get("loss_ci95")
     if "bleu_corpus_ci95" in metrics and not paper_protocol:
         return "bleu_corpus", metrics["bleu_corpus"], metrics["bleu_corpus_ci95"]
-    return "bleu_paper", metrics["bleu_paper"], None
+    # None: every prediction was empty, where the paper's notebook divides by zero.
+    return "bleu_paper", metrics["bleu_paper"] if metrics["bleu_paper"] is not None else 0.0, None
 
 
 def _paper_protocol(run: dict[str, Any]) -> bool:

@@ -175,11 +175,31 @@ def _entry_point(module: str) -> Callable[[Sequence[str]], int]:
     return evaluate.main
 
 
+@contextlib.contextmanager
+def _output_to(path: str):
+    """Send this process's stdout and stderr to ``path``, native writes (XLA, TF) included."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 def run_step(step: Step, log_path: str) -> int:
     """Run one entry point in this process, its output going to ``log_path``."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "a") as log, contextlib.redirect_stdout(log), \
-            contextlib.redirect_stderr(log):
+    with _output_to(log_path):
         print(f"$ {step.command()}", flush=True)
         try:
             return _entry_point(step.module)(list(step.argv))
@@ -397,9 +417,9 @@ def write_report(scale_name: str, output_dir: str, wall_seconds: float) -> str:
               "| question | task (metric) | A | B | improvement [95% CI] | verdict |",
               "|---|---|---|---|---|---|"]
     for c in comparisons:
-        lines.append(f"| {c['question']} | {c['task']} ({c['metric']}) | {c['a_value']:.2f} | "
-                     f"{c['b_value']:.2f} | {c['improvement']:+.2f} [{c['ci_low']:+.2f}, "
-                     f"{c['ci_high']:+.2f}] | {c['verdict']} |")
+        lines.append(f"| {c['question']} | {c['task']} ({c['metric']}) | {c['a_value']:.3g} | "
+                     f"{c['b_value']:.3g} | {c['improvement']:+.3g} [{c['ci_low']:+.3g}, "
+                     f"{c['ci_high']:+.3g}] | {c['verdict']} |")
     code_rows = [c for c in comparisons if c["question"].startswith("code in pre-training (")
                  and c["task"] in CODE_TASKS]
     agree = [c for c in code_rows if c["verdict"] == "CODE better"]

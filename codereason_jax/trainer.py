@@ -189,6 +189,17 @@ class _Preemption:
     def restore(self):
         signal.signal(signal.SIGTERM, self._previous)
 
+    def requested_anywhere(self) -> bool:
+        """Whether any process got SIGTERM, the same answer on every process at a step: the
+        hosts of a slice see the signal at different steps, and a host that saved and left
+        while another entered the next step would leave both waiting for ever."""
+        if jax.process_count() == 1:
+            return self.requested
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
+
 
 def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: OptimizerConfig,
           checkpoint_config: CheckpointConfig, run_dir: str,
@@ -424,7 +435,7 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
                     with open(os.path.join(run_dir, "eval.jsonl"), "a") as f:
                         f.write(json.dumps({"step": done, **results}) + "\n")
             checkpoints.save(done, params, opt_state, {**meta_base, "step": done})
-            if preemption.requested:
+            if preemption.requested_anywhere():
                 checkpoints.save(done, params, opt_state, {**meta_base, "step": done},
                                  force=True)
                 checkpoints.wait()

@@ -135,9 +135,9 @@ def _statements(text: str) -> Iterable[str]:
 
 def gin_bindings(gin_files: Sequence[str], bindings: Sequence[str], root: str
                  ) -> dict[str, str]:
-    """{"Configurable.param": value text} after the files (includes followed) and the
-    ``NAME=VALUE`` bindings, last one winning: the literal values a run will see. A light
-    reading of gin (no macros, no scopes), enough to check the mesh before anything runs."""
+    """{"Configurable.param" or "MACRO": value text} after the files (includes followed) and
+    the ``NAME=VALUE`` bindings, last one winning: the literal values a run will see. A light
+    reading of gin (no scopes, no evaluation), enough to check the mesh before anything runs."""
     values: dict[str, str] = {}
 
     def read(path: str, seen: tuple[str, ...]) -> None:
@@ -164,7 +164,13 @@ def gin_bindings(gin_files: Sequence[str], bindings: Sequence[str], root: str
     return values
 
 
-def _literal(text: str | None):
+def _literal(text: str | None, values: Mapping[str, str] | None = None):
+    """The Python value of a binding's text, following ``%MACRO`` references through
+    ``values``; None when it is not a literal (e.g. ``@configurable()``)."""
+    for _ in range(10):
+        if text is None or values is None or not text.startswith("%"):
+            break
+        text = values.get(text[1:])
     if text is None:
         return None
     try:
@@ -176,7 +182,7 @@ def _literal(text: str | None):
 def check_run_fits_slice(tpu: TpuType, values: Mapping[str, str]) -> list[str]:
     """Check TrainConfig.mesh_shape (data x fsdp x model must use every device) and the batch
     split; returns lines describing the plan, raises LaunchError when the run cannot start."""
-    shape = _literal(values.get("TrainConfig.mesh_shape", "(-1, 1, 1)"))
+    shape = _literal(values.get("TrainConfig.mesh_shape", "(-1, 1, 1)"), values)
     if (not isinstance(shape, (tuple, list)) or len(shape) != 3
             or not all(isinstance(s, int) for s in shape) or list(shape).count(-1) > 1
             or any(s == 0 or s < -1 for s in shape)):
@@ -196,7 +202,7 @@ def check_run_fits_slice(tpu: TpuType, values: Mapping[str, str]) -> list[str]:
             f"{tpu.hosts} hosts). Use a partitioning file for this slice "
             "(gin/partitioning/) or --gin.TrainConfig.mesh_shape=(...).")
     lines = [tpu.describe(), f"mesh (data, fsdp, model) = {tuple(shape)}"]
-    batch = _literal(values.get("TrainConfig.batch_size"))
+    batch = _literal(values.get("TrainConfig.batch_size"), values)
     if isinstance(batch, int):
         data_shards = shape[0] * shape[1]
         if batch % data_shards:

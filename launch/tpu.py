@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -317,7 +318,10 @@ class Launcher:
     def launch_script(self) -> str:
         a = self.args
         train = self.train_argv()
-        env = [f"CODEREASON_DATA_DIR={_data_dir(a.data_dir)}"] + [shlex.quote(e) for e in a.env]
+        env = [f"CODEREASON_DATA_DIR={_data_dir(a.data_dir)}"]
+        if a.tfds_dir:
+            env.append(shlex.quote(f"CODEREASON_TFDS_DIR={a.tfds_dir}"))
+        env += [shlex.quote(e) for e in a.env]
         venv_python = f"{REMOTE_VENV}/bin/python"
         command = " ".join([venv_python] + [shlex.quote(x) for x in train[1:]])
         return _remote(
@@ -486,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gin_file", action="append", default=[],
                        help="gin file under the repository (repeatable, in order)")
     train.add_argument("--run_dir", help="gs://BUCKET/... shared by all hosts")
+    train.add_argument("--tfds_dir", help="CODEREASON_TFDS_DIR on the workers: where the "
+                       "prepared *_tfds corpora are (gs://BUCKET/tfds)")
     train.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                        help="extra environment for the trainer (repeatable)")
     train.add_argument("--no_follow", action="store_true",
@@ -539,12 +545,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     for name in ("accelerator_type",):
         if args.command in ("create", "run", "resume") and not getattr(args, name):
             raise LaunchError(f"--{name} is required for {args.command} (e.g. v4-32).")
+    for item in args.env if hasattr(args, "env") else ():
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", item):
+            raise LaunchError(f"--env={item} must be KEY=VALUE.")
     if getattr(args, "best_effort", False) and not args.queued:
         raise LaunchError("--best_effort needs --queued (a queued-resource request).")
     if getattr(args, "spot", False) and getattr(args, "best_effort", False):
         raise LaunchError("--spot and --best_effort exclude each other.")
     for attr, default in (("gin_file", []), ("env", []), ("run_dir", None), ("no_follow", False),
-                          ("data_dir", None)):
+                          ("data_dir", None), ("tfds_dir", None)):
         if not hasattr(args, attr):
             setattr(args, attr, default)
     return args

@@ -2,6 +2,7 @@
 against scripted `describe` answers, the remote scripts executed by a local shell, the TPU table,
 and the partitioning gin files of the README flows."""
 
+import math
 import os
 import shlex
 import shutil
@@ -405,38 +406,66 @@ def test_gin_reading_follows_includes_and_bindings():
     assert values["TrainConfig.batch_size"] == "64"
 
 
-# --------------------------------------------------------- partitioning files (Task B)
+# ------------------------------------------------------------------- partitioning files
 
-PARTITIONINGS = [  # (partitioning file, model file, slice, golden shardings of that mesh)
-    ("gin/partitioning/v4_32.gin", "gin/models/pangu_2_6b.gin", "v4-32",
+PARTITIONINGS = [  # (partitioning file, scale file, slice, golden shardings of that mesh)
+    ("gin/partitioning/v4_32.gin", "gin/scales/pangu_2_6b.gin", "v4-32",
      "shardings_pangu_2_6b_1x16x1.json"),
-    ("gin/partitioning/v4_64.gin", "gin/models/pangu_13b.gin", "v4-64",
+    ("gin/partitioning/v4_64.gin", "gin/scales/pangu_13b.gin", "v4-64",
      "shardings_pangu_13b_1x32x1.json"),
 ]
 
 
-@pytest.mark.parametrize("partitioning,model,slice_type,golden", PARTITIONINGS)
-def test_partitioning_gin_parses_with_its_model(partitioning, model, slice_type, golden):
+@pytest.mark.parametrize("partitioning,scale,slice_type,golden", PARTITIONINGS)
+def test_partitioning_gin_builds_with_its_model_and_a_cell(partitioning, scale, slice_type,
+                                                           golden):
+    """The README's runs: scale + partitioning + cell (+ the TFDS corpora binding) build the
+    trainer's configs, on a mesh that uses exactly the slice's devices."""
     import gin
 
     from codereason_jax import gin_utils
     from codereason_jax.trainer import TrainConfig
 
+    files = [scale, partitioning, "gin/cells/pretrain_code.gin"]
+    bindings = ["TrainConfig.mixture = 'pretrain_code_paper_tfds'"]
     gin_utils.register(TrainConfig)
-    gin_utils.parse([model, partitioning])
-    config = gin_utils.model_config()
-    assert (config.dtype, config.scan_layers, config.remat_policy) == ("bfloat16", True, "full")
-    mesh = tuple(gin.query_parameter("TrainConfig.mesh_shape"))
+    try:
+        gin_utils.parse(files, bindings)
+        model, train = gin_utils.model_config(), gin_utils.build(TrainConfig)
+    finally:
+        gin.clear_config()
+    assert (model.dtype, model.scan_layers, model.remat_policy) == ("bfloat16", True, "full")
+    assert (train.batch_size, train.sequence_length) == (64, 1024)  # what aot_check checked
+    assert train.mixture == "pretrain_code_paper_tfds"
     entry = topology.tpu_type(slice_type)
-    assert mesh[0] * mesh[1] * mesh[2] == entry.devices
-    # the launcher's light reading sees the same mesh, and accepts it for this slice
-    values = topology.gin_bindings([model, partitioning], [], ROOT)
-    assert topology._literal(values["TrainConfig.mesh_shape"]) == mesh
-    assert f"mesh (data, fsdp, model) = {mesh}" in topology.check_run_fits_slice(entry, values)
+    assert math.prod(train.mesh_shape) == entry.devices
+    # the launcher's light reading of gin sees the same mesh and batch, and accepts them
+    values = topology.gin_bindings(files, bindings, ROOT)
+    assert topology._literal(values["TrainConfig.mesh_shape"], values) == train.mesh_shape
+    assert topology._literal(values["TrainConfig.batch_size"], values) == 64  # via %PRETRAIN_BATCH
+    plan = topology.check_run_fits_slice(entry, values)
+    assert f"mesh (data, fsdp, model) = {train.mesh_shape}" in plan
+    assert f"global batch 64: {64 // entry.hosts} rows per host" in plan[-1]
     # the golden per-parameter shardings pin this exact (model, mesh) pair
-    assert "x".join(map(str, mesh)) in golden
+    assert "x".join(map(str, train.mesh_shape)) in golden
     assert os.path.exists(os.path.join(ROOT, "tests", "golden", golden))
-    gin.clear_config()
+
+
+def test_readme_flow_dry_runs(capsys, no_subprocess):
+    """launch/README.md's 13B run on a v4-64, as written there."""
+    run = ["--accelerator_type=v4-64", "--gin_file=gin/scales/pangu_13b.gin",
+           "--gin_file=gin/partitioning/v4_64.gin", "--gin_file=gin/cells/pretrain_code.gin",
+           "--run_dir=gs://my-bucket/runs/pretrain_code_13b", "--tfds_dir=gs://my-bucket/tfds",
+           "--gin.TrainConfig.mixture='pretrain_code_paper_tfds'"]
+    lines, plan = dry_full(capsys, "run", *BASE, *run)
+    assert "8 host(s) x 4 devices" in plan and "global batch 64: 8 rows per host" in plan
+    script = remote_script(lines[0])
+    assert ("env CODEREASON_DATA_DIR=$HOME/codereason_data CODEREASON_TFDS_DIR=gs://my-bucket/tfds "
+            "$HOME/codereason_venv/bin/python -m codereason_jax.train "
+            "--gin_file=gin/scales/pangu_13b.gin --gin_file=gin/partitioning/v4_64.gin "
+            "--gin_file=gin/cells/pretrain_code.gin --multihost=auto "
+            "--run_dir=gs://my-bucket/runs/pretrain_code_13b "
+            + shlex.quote("--gin.TrainConfig.mixture='pretrain_code_paper_tfds'")) in script
 
 
 def _aot(*args):

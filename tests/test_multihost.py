@@ -148,3 +148,52 @@ def test_two_processes_killed_after_a_checkpoint_resume_like_one_process(tmp_pat
     assert step_a == step_b == num_steps
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  params_a, params_b)
+
+
+@pytest.mark.slow  # four training processes; `make test-all`
+def test_sigterm_to_one_of_two_processes_checkpoints_both_at_the_same_step(tmp_path):
+    """A preemption notice reaches the hosts at different steps: SIGTERM to process 1 only must
+    still make both save the same step and exit 0 (not wait for each other for ever), and a
+    restart resumes from exactly that step."""
+    import re
+    import signal
+    import time
+
+    num_steps = 12
+    gin_file = tmp_path / "run.gin"
+    gin_file.write_text(RUN_GIN + f"TrainConfig.num_steps = {num_steps}\n"
+                        "TrainConfig.mesh_shape = (2, 1, 4)\n"
+                        "CheckpointConfig.every_steps = 100\n")
+    command = [sys.executable, "-m", "codereason_jax.train", f"--gin_file={gin_file}"]
+    run_dir = tmp_path / "multi"
+    hosts = _start_hosts(command, run_dir, tmp_path, "first")
+    try:
+        metrics = run_dir / "metrics.jsonl"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (
+                metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+            assert all(h.poll() is None for h in hosts), "a host exited before the signal"
+            time.sleep(0.02)
+        hosts[1].send_signal(signal.SIGTERM)
+        codes = [h.wait(timeout=120) for h in hosts]  # a hang fails here
+    finally:
+        for host in hosts:
+            host.kill()
+    outputs = [(tmp_path / f"first_{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], outputs
+    saved = [re.findall(r"SIGTERM: saved the checkpoint of step (\d+)", out) for out in outputs]
+    assert saved[0] == saved[1] and len(saved[0]) == 1, saved
+    step = int(saved[0][0])
+    assert 2 <= step < num_steps and (run_dir / "checkpoints" / str(step)).is_dir()
+
+    hosts = _start_hosts(command, run_dir, tmp_path, "second")
+    try:
+        codes = [h.wait(timeout=600) for h in hosts]
+    finally:
+        for host in hosts:
+            host.kill()
+    outputs = [(tmp_path / f"second_{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], outputs
+    assert f"resuming from the checkpoint of step {step}" in outputs[0]
+    with open(run_dir / "metrics.jsonl") as f:
+        assert [json.loads(line)["step"] for line in f] == list(range(num_steps))

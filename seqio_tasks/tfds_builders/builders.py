@@ -153,7 +153,7 @@ class _HashSplitCorpus(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         # `importlib_resources`, which it declares only for Python < 3.9; the file is enough.
         return epath.Path(inspect.getfile(cls))
 
-    def _download_and_prepare(self, dl_manager, download_config):  # noqa: D401 (TFDS hook)
+    def _download_and_prepare(self, dl_manager, download_config):
         # The builder cannot see the DownloadConfig in `_split_generators`: remember here
         # whether the caller asked for Beam (as TFDS itself decides whether to build a pipeline).
         self._use_beam = (download_config.beam_runner is not None
@@ -198,7 +198,7 @@ class CodereasonCodeparrot(_HashSplitCorpus):
     name = CODEPARROT_NAME
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         f"{corpora.CODEPARROT_HOW_TO_GET} Put the shards (file-000000000001.json.gz, ...; "
-        ".jsonl and .jsonl.gz also work, searched recursively) directly in the manual dir, "
+        ".jsonl and .jsonl.gz also work; subdirectories are searched too) in the manual dir, "
         "e.g. --manual_dir=$CODEREASON_DATA_DIR/codeparrot-clean (may be gs://...).")
 
     def _info(self) -> tfds.core.DatasetInfo:

@@ -171,9 +171,12 @@ def _print_summary(builder) -> None:
         print(f"  {name}: {split.num_examples} examples in {split.num_shards} files, "
               f"{split.num_bytes / 2**20:.1f} MiB")
     dataset = "codeparrot" if builder.name == tfds_builders.CODEPARROT_NAME else "text_corpus"
+    task = f"{dataset}_tfds" if config in (None, "file") else None
     print(f"Read it as TFDS {tfds_builders.tfds_name(dataset, config)} with data_dir="
-          f"{builder.data_dir_root}: SeqIO task {dataset}_tfds (for config 'file'), with "
-          f"$CODEREASON_TFDS_DIR={builder.data_dir_root}.")
+          f"{builder.data_dir_root}" + (
+              f"; the SeqIO task {task} reads it with $CODEREASON_TFDS_DIR="
+              f"{builder.data_dir_root}." if task else
+              " (register a task for it with seqio_tasks.tasks.add_prepared_pretraining_task)."))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,158 @@
+"""The PyTorch peer: the same PanGu-α architecture, batch and optimizer, eager and compiled.
+
+A short reference written for the benchmark (no weights are shared with the Flax model):
+word + position embeddings, ``num_layers - 1`` pre-LN blocks (biased q/k/v/o and FFN
+projections, fast GeLU x·σ(1.702x), causal ``scaled_dot_product_attention``), the final
+LayerNorm, the query layer (queries from a top-query table) and the tied head; cross-entropy;
+AdamW (β = 0.9, 0.95, decay 0.1 on everything but biases and LayerNorms) after clipping the
+gradient norm to 1. Dropout is applied only if the config has it. On a GPU it runs under
+bf16 autocast with fp32 parameters, as the JAX side's dtype="bfloat16".
+
+torch is imported inside the functions: the module imports without it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from codereason_jax.benchmarks import timing
+from codereason_jax.model.config import PanGuConfig
+
+
+def available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build_model(config: PanGuConfig) -> Any:
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    d, heads, eps, p = config.d_model, config.num_heads, config.layer_norm_epsilon, \
+        config.dropout_rate
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(d, eps=eps)
+            self.query = nn.Linear(d, d)
+            self.key = nn.Linear(d, d)
+            self.value = nn.Linear(d, d)
+            self.output = nn.Linear(d, d)
+            self.ln_2 = nn.LayerNorm(d, eps=eps)
+            self.wi = nn.Linear(d, config.d_ff)
+            self.wo = nn.Linear(config.d_ff, d)
+            self.drop = nn.Dropout(p)
+
+        def forward(self, h, query_inputs=None):
+            b, t, _ = h.shape
+            x = self.ln_1(h)
+            q_in = x if query_inputs is None else query_inputs
+
+            def heads_of(y):
+                return y.view(b, t, heads, d // heads).transpose(1, 2)
+
+            a = F.scaled_dot_product_attention(
+                heads_of(self.query(q_in)), heads_of(self.key(x)), heads_of(self.value(x)),
+                is_causal=True, dropout_p=p if self.training else 0.0)
+            h = h + self.drop(self.output(a.transpose(1, 2).reshape(b, t, d)))
+            y = self.wi(self.ln_2(h))
+            y = y * torch.sigmoid(1.702 * y)
+            return h + self.drop(self.wo(y))
+
+    class PanGu(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.word = nn.Embedding(config.vocab_size, d)
+            self.position = nn.Embedding(config.max_seq_len, d)
+            self.blocks = nn.ModuleList(Block() for _ in range(config.num_ordinary_layers))
+            self.ln_f = nn.LayerNorm(d, eps=eps)
+            self.use_query_layer = config.use_query_layer
+            if config.use_query_layer:
+                self.top_query = nn.Embedding(config.max_seq_len, d)
+                self.query_layer = Block()
+            self.drop = nn.Dropout(p)
+            for parameter in self.parameters():
+                if parameter.dim() > 1:
+                    nn.init.normal_(parameter, std=0.01)
+
+        def forward(self, tokens, targets):
+            positions = torch.arange(tokens.shape[1], device=tokens.device)
+            h = self.drop(self.word(tokens) + self.position(positions)[None])
+            for block in self.blocks:
+                h = block(h)
+            h = self.ln_f(h)
+            if self.use_query_layer:
+                h = self.query_layer(h, self.top_query(positions)[None].expand_as(h))
+            logits = h @ self.word.weight.t()
+            return F.cross_entropy(logits.float().view(-1, logits.shape[-1]),
+                                   targets.reshape(-1))
+
+    return PanGu()
+
+
+def _optimizer(model: Any, fused: bool) -> Any:
+    import torch
+
+    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
+    kwargs = {"lr": 1e-4, "betas": (0.9, 0.95), "eps": 1e-8}
+    if fused:
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+class TorchStep:
+    """One prepared torch training step; ``__call__`` runs it and waits for the device."""
+
+    def __init__(self, config: PanGuConfig, batch_size: int, seq_len: int,
+                 compile_model: bool = False, device: str | None = None, seed: int = 0):
+        import torch
+
+        self.torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(seed)
+        self.model = build_model(config).to(self.device)
+        self.model.train()
+        self.optimizer = _optimizer(self.model, fused=True)
+        self.bf16 = config.dtype == "bfloat16" and self.device != "cpu"
+        generator = torch.Generator().manual_seed(seed)
+        tokens = torch.randint(0, config.vocab_size, (batch_size, seq_len + 1),
+                               generator=generator)
+        self.inputs = tokens[:, :-1].to(self.device)
+        self.targets = tokens[:, 1:].to(self.device)
+        self.forward = torch.compile(self.model) if compile_model else self.model
+        self.name = "torch.compile" if compile_model else "torch eager"
+        self.tokens = batch_size * seq_len
+        start = time.perf_counter()
+        self.first_loss = float(self())
+        self.first_step_s = time.perf_counter() - start  # compilation for torch.compile
+
+    def __call__(self) -> Any:
+        torch = self.torch
+        with torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16,
+                            enabled=self.bf16):
+            loss = self.forward(self.inputs, self.targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return loss
+
+    def info(self) -> dict[str, Any]:
+        torch = self.torch
+        return {"name": self.name, "device": self.device, "torch": torch.__version__,
+                "threads": torch.get_num_threads(), "autocast_bf16": self.bf16,
+                "first_step_s": self.first_step_s, "first_loss": self.first_loss,
+                "fused_adamw": bool(self.optimizer.defaults.get("fused"))}
