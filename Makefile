@@ -7,7 +7,7 @@ CONSTRAINTS := requirements/constraints.txt
 # Tests emulate 8 CPU devices; the default tier leaves out tests marked `slow`.
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: venv demo test test-all clean
+.PHONY: venv demo reproduce-mini test test-all clean
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ $(VENV)/.installed: setup.py $(CONSTRAINTS)
 # Pre-trains the tiny model on the embedded corpora; rerunning resumes (or finishes at once).
 demo: venv
 	$(PY) -m codereason_jax.train --gin_file=gin/runs/demo_cpu.gin --run_dir=runs/demo_cpu
+
+# The whole experiment matrix at mini scale on the embedded default, with its report;
+# rerunning resumes.
+reproduce-mini: venv
+	$(PY) -m codereason_jax.reproduce --scale=mini
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS) tests

@@ -84,6 +84,15 @@ class RunCheckpoints:
                        ) -> tuple[int, Any, Any, dict[str, Any]] | None:
         """(step, params, opt_state, meta) of the newest checkpoint that loads, or None."""
         for step in reversed(self.steps()):
+            step_dir = os.path.join(self.directory, str(step))
+            if (os.path.isdir(os.path.join(step_dir, "params"))
+                    and not os.path.isdir(os.path.join(step_dir, "opt_state"))):
+                # Weights alone (e.g. from convert_pangu): a source to fine-tune from, never
+                # a run to resume into, where later saves would delete it.
+                raise CheckpointError(
+                    f"{step_dir} holds parameters without optimizer state (converted or exported "
+                    "weights): start a new --run_dir and set TrainConfig.init_from to "
+                    f"{os.path.dirname(self.directory)!r} to fine-tune from it.")
             try:
                 restored = self._manager.restore(step, args=ocp.args.Composite(
                     params=ocp.args.StandardRestore(abstract_params),

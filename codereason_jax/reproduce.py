@@ -168,11 +168,9 @@ class State:
 
 
 def _entry_point(module: str) -> Callable[[Sequence[str]], int]:
-    if module == "codereason_jax.train":
-        from codereason_jax import train
-        return train.main
-    from codereason_jax import evaluate
-    return evaluate.main
+    # Both are imported before either parses gin: gin locks its registry at the first parse.
+    from codereason_jax import evaluate, train
+    return {"codereason_jax.train": train.main, "codereason_jax.evaluate": evaluate.main}[module]
 
 
 @contextlib.contextmanager
@@ -223,6 +221,7 @@ def run_all(scale_name: str, output_dir: str, only: Sequence[str] | None = None)
     state = State(output_dir, scale_name, scale)
     steps = [s for s in plan(scale, output_dir) if only is None or s.name in only]
     _use_compilation_cache(output_dir)
+    _entry_point("codereason_jax.train")
     start = time.monotonic()
     for i, step in enumerate(steps, start=1):
         prefix = f"[{i:2d}/{len(steps)}] {step.name:<28}"

@@ -287,3 +287,21 @@ def test_bin_with_torch_matches_numpy_port(tmp_path, capsys):
                              f"--gin_file={write_gin(tmp_path / 'm.gin')}"])
     assert rc == 0, capsys.readouterr().err
     assert_port_parity(config(), load(config(), str(out)), sd)
+
+
+def test_converted_weights_are_never_resumed_into(tmp_path, capsys):
+    """A converted directory is a fine-tuning source; used as a run directory it would be
+    overwritten by a fresh run, so that is refused with what to do instead."""
+    from codereason_jax.checkpoints import CheckpointConfig, CheckpointError, RunCheckpoints
+
+    write_safetensors(tmp_path / "model.safetensors", port_state_dict())
+    out = tmp_path / "converted"
+    assert convert_pangu.main([f"--hf_checkpoint={tmp_path / 'model.safetensors'}",
+                               f"--output={out}",
+                               f"--gin_file={write_gin(tmp_path / 'm.gin')}"]) == 0
+    abstract = nn.meta.unbox(abstract_params(config()))
+    checkpoints = RunCheckpoints(str(out), CheckpointConfig(async_save=False))
+    with pytest.raises(CheckpointError, match=r"TrainConfig.init_from"):
+        checkpoints.restore_latest(abstract, abstract)
+    checkpoints.close()
+    assert os.path.isdir(out / "checkpoints" / "0" / "params")

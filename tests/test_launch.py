@@ -427,7 +427,7 @@ def test_partitioning_gin_builds_with_its_model_and_a_cell(partitioning, scale, 
     from codereason_jax.trainer import TrainConfig
 
     files = [scale, partitioning, "gin/cells/pretrain_code.gin"]
-    bindings = ["TrainConfig.mixture = 'pretrain_code_paper_tfds'"]
+    bindings = ["matrix_mixture.corpora = 'paper_tfds'"]
     gin_utils.register(TrainConfig)
     try:
         gin_utils.parse(files, bindings)
@@ -456,7 +456,7 @@ def test_readme_flow_dry_runs(capsys, no_subprocess):
     run = ["--accelerator_type=v4-64", "--gin_file=gin/scales/pangu_13b.gin",
            "--gin_file=gin/partitioning/v4_64.gin", "--gin_file=gin/cells/pretrain_code.gin",
            "--run_dir=gs://my-bucket/runs/pretrain_code_13b", "--tfds_dir=gs://my-bucket/tfds",
-           "--gin.TrainConfig.mixture='pretrain_code_paper_tfds'"]
+           "--gin.matrix_mixture.corpora='paper_tfds'"]
     lines, plan = dry_full(capsys, "run", *BASE, *run)
     assert "8 host(s) x 4 devices" in plan and "global batch 64: 8 rows per host" in plan
     script = remote_script(lines[0])
@@ -465,7 +465,7 @@ def test_readme_flow_dry_runs(capsys, no_subprocess):
             "--gin_file=gin/scales/pangu_13b.gin --gin_file=gin/partitioning/v4_64.gin "
             "--gin_file=gin/cells/pretrain_code.gin --multihost=auto "
             "--run_dir=gs://my-bucket/runs/pretrain_code_13b "
-            + shlex.quote("--gin.TrainConfig.mixture='pretrain_code_paper_tfds'")) in script
+            + shlex.quote("--gin.matrix_mixture.corpora='paper_tfds'")) in script
 
 
 def _aot(*args):
