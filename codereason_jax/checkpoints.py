@@ -5,6 +5,9 @@ data position (the batch sequence is a pure function of the step, so the step *i
 position), the mixture name and schedule fingerprint, the seed and the batch shape. The RNG
 needs no state: dropout keys are ``fold_in(key(seed), step)``.
 
+``RUN_DIR`` may be a local path or a URL (``gs://BUCKET/...``, shared by the hosts of a slice):
+every path goes through ``codereason_jax.paths``, and Orbax reads and writes URLs itself.
+
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a
 process killed mid-save leaves no directory that looks complete. On restore the newest
 checkpoint that loads is used; one that fails to load is reported and skipped, never used.
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from codereason_jax import paths
 
 ITEMS = ("params", "opt_state", "meta")
 
@@ -50,14 +54,14 @@ def _manager(directory: str, config: CheckpointConfig, read_only: bool = False
         max_to_keep=config.keep_last, keep_period=config.keep_every,
         enable_async_checkpointing=config.async_save, create=not read_only,
         read_only=read_only, cleanup_tmp_directories=not read_only)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=ITEMS)
+    return ocp.CheckpointManager(paths.resolve(directory), options=options, item_names=ITEMS)
 
 
 class RunCheckpoints:
     """Save and restore the state of one run directory."""
 
     def __init__(self, run_dir: str, config: CheckpointConfig):
-        self.directory = os.path.join(os.path.abspath(run_dir), "checkpoints")
+        self.directory = paths.join(paths.resolve(run_dir), "checkpoints")
         self.config = config
         self._manager = _manager(self.directory, config)
 
@@ -84,15 +88,15 @@ class RunCheckpoints:
                        ) -> tuple[int, Any, Any, dict[str, Any]] | None:
         """(step, params, opt_state, meta) of the newest checkpoint that loads, or None."""
         for step in reversed(self.steps()):
-            step_dir = os.path.join(self.directory, str(step))
-            if (os.path.isdir(os.path.join(step_dir, "params"))
-                    and not os.path.isdir(os.path.join(step_dir, "opt_state"))):
+            step_dir = paths.join(self.directory, str(step))
+            if (paths.isdir(paths.join(step_dir, "params"))
+                    and not paths.isdir(paths.join(step_dir, "opt_state"))):
                 # Weights alone (e.g. from convert_pangu): a source to fine-tune from, never
                 # a run to resume into, where later saves would delete it.
                 raise CheckpointError(
                     f"{step_dir} holds parameters without optimizer state (converted or exported "
                     "weights): start a new --run_dir and set TrainConfig.init_from to "
-                    f"{os.path.dirname(self.directory)!r} to fine-tune from it.")
+                    f"{paths.dirname(self.directory)!r} to fine-tune from it.")
             try:
                 restored = self._manager.restore(step, args=ocp.args.Composite(
                     params=ocp.args.StandardRestore(abstract_params),
@@ -112,10 +116,10 @@ def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None =
                    ) -> tuple[int, Any]:
     """Params of a checkpoint directory (a run dir or its ``checkpoints/``), restored directly
     into ``abstract_params``' shardings: the source run's mesh does not matter."""
-    directory = checkpoint_dir
-    if os.path.isdir(os.path.join(directory, "checkpoints")):
-        directory = os.path.join(directory, "checkpoints")
-    if not os.path.isdir(directory):
+    directory = paths.resolve(checkpoint_dir)
+    if paths.isdir(paths.join(directory, "checkpoints")):
+        directory = paths.join(directory, "checkpoints")
+    if not paths.isdir(directory):
         raise CheckpointError(f"No checkpoint directory at {checkpoint_dir}; give the run "
                               "directory of the pre-training run (or its checkpoints/ folder).")
     manager = _manager(directory, CheckpointConfig(async_save=False), read_only=True)

@@ -47,7 +47,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from codereason_jax import gin_utils
+from codereason_jax import gin_utils, paths
 from codereason_jax.checkpoints import CheckpointError
 from codereason_jax.model.config import ConfigError, PanGuConfig
 
@@ -587,7 +587,7 @@ def save_checkpoint(output: str, params: Any, meta: dict[str, Any]) -> str:
     commit (so chunks are written uncompressed; weights compress by only a few percent)."""
     import orbax.checkpoint as ocp
 
-    directory = os.path.join(os.path.abspath(output), "checkpoints")
+    directory = paths.join(paths.resolve(output), "checkpoints")
     registry = ocp.type_handlers.create_type_handler_registry(
         (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)))
     manager = ocp.CheckpointManager(
@@ -639,8 +639,8 @@ def convert(source: str, output: str, config: PanGuConfig | None = None,
 
     ``config`` None: read the shape off the tensors (and the port's config.json)."""
     start = time.perf_counter()
-    existing = os.path.join(output, "checkpoints")
-    if os.path.isdir(existing) and os.listdir(existing):
+    existing = paths.join(output, "checkpoints")
+    if paths.isdir(existing) and paths.listdir(existing):
         raise CheckpointError(f"{existing} is not empty; choose a new --output directory (or "
                               "delete that one).")
     files, hf_config_path = resolve_source(source)
@@ -679,10 +679,9 @@ def convert(source: str, output: str, config: PanGuConfig | None = None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     directory = save_checkpoint(output, params, meta)
     del params
-    with open(os.path.join(output, "model.gin"), "w") as f:
-        f.write(model_gin(config, os.path.abspath(source)))
+    paths.write_text(paths.join(output, "model.gin"), model_gin(config, os.path.abspath(source)))
     log(f"wrote {directory}/0 ({num_params:,} parameters, {dtype}) and "
-        f"{os.path.join(output, 'model.gin')} in {time.perf_counter() - start:.1f} s")
+        f"{paths.join(output, 'model.gin')} in {time.perf_counter() - start:.1f} s")
     return meta
 
 
@@ -696,7 +695,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=".safetensors / .bin file, index json of a sharded checkpoint, or "
                         "a directory holding one")
     parser.add_argument("--output", required=True, metavar="DIR",
-                        help="new directory for checkpoints/0 and model.gin")
+                        help="new directory for checkpoints/0 and model.gin (a local path or "
+                        "a URL such as gs://BUCKET/pangu_2_6b)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"),
                         help="stored parameter dtype (default: PanGuConfig.param_dtype)")
     gin_utils.add_gin_flags(parser)

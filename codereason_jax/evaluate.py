@@ -9,7 +9,8 @@ reproduces the released scorer, quirk included); generation tasks decode with th
 report BLEU (the paper's one-segment computation and a proper corpus BLEU) and, where the task
 carries tests (MBPP), pass@1 by sandboxed execution. One JSON file holds, per task, the metrics
 with bootstrap 95% intervals, n, and every example's prediction and scores, plus the model,
-checkpoint and vocabulary identity and the operative config.
+checkpoint and vocabulary identity and the operative config. ``--checkpoint`` and ``--output``
+may be local paths or URLs (``gs://BUCKET/...``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any, Sequence
 import gin
 import numpy as np
 
-from codereason_jax import gin_utils
+from codereason_jax import gin_utils, paths
 from codereason_jax.checkpoints import CheckpointError
 from codereason_jax.model.config import ConfigError
 from codereason_jax.partitioning import PartitioningError
@@ -85,7 +86,7 @@ def _load_params(model, checkpoint: str | None, seed: int, mesh_shape):
                          out_shardings=shardings)(jax.random.key(seed))
         return mesh, params, {"checkpoint": None, "step": 0, "init_seed": seed}
     step, params = restore_params(checkpoint, abstract_like(nn.meta.unbox(boxed), shardings))
-    return mesh, params, {"checkpoint": os.path.abspath(checkpoint), "step": step}
+    return mesh, params, {"checkpoint": paths.resolve(checkpoint), "step": step}
 
 
 def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any]:
@@ -265,10 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.evaluate",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", help="run (or checkpoints/) directory; omit to "
-                        "evaluate a freshly initialised model")
+    parser.add_argument("--checkpoint", help="run (or checkpoints/) directory, local or a URL "
+                        "(gs://...); omit to evaluate a freshly initialised model")
     parser.add_argument("--tasks", help="comma-separated task names (overrides EvalConfig)")
-    parser.add_argument("--output", required=True, help="results JSON to write")
+    parser.add_argument("--output", required=True,
+                        help="results JSON to write (a local path or a URL)")
     try:
         args = gin_utils.parse_command_line(parser, argv)
         model_config = gin_utils.model_config()
@@ -309,8 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     vocabulary = seqio.get_mixture_or_task(config.tasks[0]).output_features["targets"].vocabulary
-    with open(vocabulary.sentencepiece_model_file, "rb") as f:
-        vocab_hash = hashlib.sha256(f.read()).hexdigest()[:16]
+    vocab_hash = hashlib.sha256(
+        paths.read_bytes(vocabulary.sentencepiece_model_file)).hexdigest()[:16]
     results = {"model": dataclasses.asdict(model_config), **identity,
                "vocabulary": {"file": vocabulary.sentencepiece_model_file, "sha256": vocab_hash,
                               "size": vocabulary.vocab_size},
@@ -327,9 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             if isinstance(v, float))
         print(f"    n={results['tasks'][name]['n']}: {summary} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(results, f, indent=1, ensure_ascii=False)
+    paths.makedirs(paths.dirname(paths.resolve(args.output)))
+    paths.write_text(args.output, json.dumps(results, indent=1, ensure_ascii=False))
     print(f"wrote {args.output}")
     return 0
 

@@ -9,7 +9,8 @@ are within noise, loss curves per cell and the realised code share over steps). 
 runs the same entry points a user runs (``codereason_jax.train`` / ``codereason_jax.evaluate``
 with the gin files under gin/cells and gin/eval; the exact command lines are in the report).
 Interrupted, the same command resumes: finished steps are skipped, a training step resumes from
-its last checkpoint.
+its last checkpoint. OUTPUT_DIR is local (the matrix runs on this one machine, its logs are this
+process's redirected output): copy it to a bucket afterwards if needed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from codereason_jax import paths
 
 PRETRAIN_CELLS = ("pretrain_nl", "pretrain_code")
 # Tuning cell -> the pre-trained model it starts from.
@@ -217,6 +220,10 @@ def _format_seconds(seconds: float) -> str:
 def run_all(scale_name: str, output_dir: str, only: Sequence[str] | None = None) -> float:
     """Run (or resume) every step; returns the wall-clock seconds of all finished steps."""
     scale = SCALES[scale_name]
+    if paths.is_url(output_dir):
+        raise SystemExit(f"error: --output_dir={output_dir} is a URL; the reproduction runs on "
+                         "this machine and needs a local directory (copy it to the bucket "
+                         "afterwards, e.g. with gcloud storage rsync --recursive).")
     os.makedirs(output_dir, exist_ok=True)
     state = State(output_dir, scale_name, scale)
     steps = [s for s in plan(scale, output_dir) if only is None or s.name in only]

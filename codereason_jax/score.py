@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from codereason_jax import gin_utils
+from codereason_jax import gin_utils, paths
 from codereason_jax.checkpoints import CheckpointError
 from codereason_jax.model.config import ConfigError, PanGuConfig
 from codereason_jax.partitioning import PartitioningError
@@ -87,8 +87,8 @@ def recorded_config(checkpoint: str) -> dict | None:
 
     from codereason_jax.checkpoints import CheckpointConfig, _manager
 
-    directory = os.path.join(checkpoint, "checkpoints")
-    directory = directory if os.path.isdir(directory) else checkpoint
+    directory = paths.join(checkpoint, "checkpoints")
+    directory = directory if paths.isdir(directory) else checkpoint
     try:
         manager = _manager(directory, CheckpointConfig(async_save=False), read_only=True)
         try:
@@ -121,8 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--checkpoint", required=True,
-                        help="run directory (or its checkpoints/ folder), e.g. the --output "
-                        "of convert_pangu")
+                        help="run directory (or its checkpoints/ folder; local or gs://...), "
+                        "e.g. the --output of convert_pangu")
     parser.add_argument("--token_ids", required=True, help="comma-separated ids, e.g. 9,35,27")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
     parser.add_argument("--mesh_shape", default="-1,1,1",
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if differ:
         print("warning: the checkpoint was converted with " + ", ".join(differ) + "; the "
               "scores follow the gin files.", file=sys.stderr)
-    print(f"scoring {len(ids)} ids with {os.path.abspath(args.checkpoint)} (step {step})",
+    print(f"scoring {len(ids)} ids with {paths.resolve(args.checkpoint)} (step {step})",
           file=sys.stderr)
     with jax.set_mesh(mesh):
         values = token_log_probs(model, params, ids)

@@ -6,6 +6,8 @@
 Gin files compose T5X-style (model, data, schedule, run). Unknown or misspelt bindings and
 missing required values stop before any work. The operative configuration is written to
 RUN_DIR/config.gin. Running the same command again resumes from the newest complete checkpoint.
+RUN_DIR may be a local path or a URL such as gs://BUCKET/runs/NAME (every host of a TPU slice
+shares it; process 0 writes its files).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Sequence
 
 import gin
 
-from codereason_jax import gin_utils
+from codereason_jax import evaluate  # noqa: F401 (gin: EvalConfig registered before the parse)
+from codereason_jax import gin_utils, paths
 from codereason_jax.checkpoints import CheckpointConfig, CheckpointError
 from codereason_jax.model.config import ConfigError
 from codereason_jax.optim import OptimizerConfig
@@ -49,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.train",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", required=True,
-                        help="where checkpoints, metrics, TensorBoard logs and config.gin go")
+                        help="where checkpoints, metrics, TensorBoard logs and config.gin go "
+                        "(a local path or a URL such as gs://BUCKET/runs/NAME)")
     parser.add_argument("--multihost", choices=("off", "auto", "explicit"), default="off",
                         help="auto: jax.distributed from the environment (Cloud TPU); "
                         "explicit: from --coordinator_address/--num_processes/--process_id")
@@ -70,9 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _initialize_distributed(args)
 
     def write_operative_config():
-        os.makedirs(args.run_dir, exist_ok=True)
-        with open(os.path.join(args.run_dir, "config.gin"), "w") as f:
-            f.write(gin.operative_config_str())
+        import jax
+
+        if jax.process_index() == 0:  # one copy, also in a run directory the hosts share
+            paths.makedirs(args.run_dir)
+            paths.write_text(paths.join(args.run_dir, "config.gin"), gin.operative_config_str())
 
     try:
         summary = train(model_config, train_config, optimizer_config, checkpoint_config,

@@ -4,12 +4,16 @@ The step is a pure function of (params, opt_state, batch, step): dropout keys ar
 ``fold_in(key(seed), step)`` and the batch at a step is a pure function of the step
 (``seqio_tasks.mixing``), so a run restored from the checkpoint of step s continues exactly as
 the uninterrupted run would have (bitwise on CPU).
+
+The run directory may be a local path or a URL (``gs://BUCKET/...``) that every host shares:
+its files go through ``codereason_jax.paths`` and are written by process 0 only. On a URL,
+``metrics.jsonl`` and ``eval.jsonl`` are rewritten whole before each checkpoint save, every
+few minutes and at exit (``paths.StepLog``: object stores cannot append).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -21,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from codereason_jax import partitioning
+from codereason_jax import partitioning, paths
 from codereason_jax.losses import cross_entropy
 from codereason_jax.model import PanGuConfig, PanGuDecoder
 from codereason_jax.model.config import ConfigError, check_vocabulary_fits
@@ -50,7 +54,8 @@ class TrainConfig:
     overlong: str = "drop"
     # Stop after this many consecutive steps with a non-finite loss or gradient.
     max_consecutive_nonfinite: int = 5
-    # Fine-tuning: initialise params from this run (or checkpoints/) directory, step 0.
+    # Fine-tuning: initialise params from this run (or checkpoints/) directory, step 0 (a
+    # local path or a URL such as gs://BUCKET/runs/pretrain).
     init_from: str | None = None
     init_from_step: int | None = None
     # Resume even if the mixture schedule differs from the checkpoint's.
@@ -218,7 +223,8 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
     from codereason_jax import metrics as metrics_lib
 
     is_chief = jax.process_index() == 0
-    os.makedirs(run_dir, exist_ok=True)
+    if is_chief or not paths.is_url(run_dir):  # a shared URL is made once, by process 0
+        paths.makedirs(run_dir)
     if config.data_dir:
         os.environ["CODEREASON_DATA_DIR"] = config.data_dir
     mesh = partitioning.make_mesh(
@@ -359,29 +365,26 @@ def _check_resume_meta(meta: dict, expected: dict, config: TrainConfig, run_dir:
             "TrainConfig.allow_schedule_change = True to continue anyway.")
 
 
-def _drop_records_from(path: str, step: int) -> None:
-    """Forget the records of steps >= ``step``: a resumed run recomputes them, so each step
-    appears once in the file."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        kept = [line for line in f if json.loads(line)["step"] < step]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)
-
-
 def _loop(step_fn, params, opt_state, data, start_step, config, model_config, learning_rate,
           checkpoints, meta_base, batch_sharding, run_dir, is_chief, metrics_lib, peak,
           evaluator):
     preemption = _Preemption()
-    writer = metrics_lib.MetricsWriter(os.path.join(run_dir, "tensorboard"), enabled=is_chief)
+    writer = metrics_lib.MetricsWriter(paths.join(run_dir, "tensorboard"), enabled=is_chief)
     progress = metrics_lib.Progress(config.num_steps, start_step=start_step) if is_chief else None
     flops_per_token = metrics_lib.training_flops_per_token(model_config, config.sequence_length)
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    # Each step once across resumes: a resumed run forgets, then rewrites, what it recomputes.
+    metrics_log = eval_log = None
     if is_chief:
-        _drop_records_from(metrics_path, start_step)
-        _drop_records_from(os.path.join(run_dir, "eval.jsonl"), start_step + 1)
+        metrics_log = paths.StepLog(paths.join(run_dir, "metrics.jsonl"), start_step)
+        eval_log = paths.StepLog(paths.join(run_dir, "eval.jsonl"), start_step + 1)
+    logs = [log for log in (metrics_log, eval_log) if log is not None]
+
+    def save(step: int, params, opt_state, force: bool = False) -> None:
+        if force or step % checkpoints.config.every_steps == 0:
+            for log in logs:  # first: a resumable checkpoint never runs ahead of the files
+                log.flush()
+        checkpoints.save(step, params, opt_state, {**meta_base, "step": step}, force=force)
+
     sources = data.plan.sources
     consecutive_bad, last_loss, step = 0, float("nan"), start_step
     tokens_per_step = config.batch_size * config.sequence_length
@@ -404,8 +407,7 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
             shares = {f"share/{name}": float(real[source_ids == j].sum() / max(1, real.sum()))
                       for j, name in enumerate(sources)}
             if is_chief:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps({**record, **shares}) + "\n")
+                metrics_log.append({**record, **shares})
             if not finite:
                 print(f"warning: step {step}: non-finite loss or gradient (loss={loss}); the "
                       f"update was not applied ({consecutive_bad} in a row).", flush=True)
@@ -432,22 +434,21 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
                 results = evaluator(params)
                 if is_chief:
                     writer.write_scalars(done, results)
-                    with open(os.path.join(run_dir, "eval.jsonl"), "a") as f:
-                        f.write(json.dumps({"step": done, **results}) + "\n")
-            checkpoints.save(done, params, opt_state, {**meta_base, "step": done})
+                    eval_log.append({"step": done, **results})
+            save(done, params, opt_state)
             if preemption.requested_anywhere():
-                checkpoints.save(done, params, opt_state, {**meta_base, "step": done},
-                                 force=True)
+                save(done, params, opt_state, force=True)
                 checkpoints.wait()
                 print(f"SIGTERM: saved the checkpoint of step {done} and stopped; run the same "
                       "command to resume.", flush=True)
                 return {"step": done, "loss": last_loss, "preempted": True}
         if config.num_steps % checkpoints.config.every_steps:
-            checkpoints.save(config.num_steps, params, opt_state,
-                             {**meta_base, "step": config.num_steps}, force=True)
+            save(config.num_steps, params, opt_state, force=True)
         checkpoints.wait()
     finally:
         preemption.restore()
+        for log in logs:
+            log.flush()
         writer.close()
         if progress is not None:
             progress.close()

@@ -75,9 +75,12 @@ def test_micro_reproduction_runs_reports_and_resumes(tmp_path):
     results = json.loads((out / "eval" / "sft_cc.json").read_text())
     assert set(results["tasks"]) == {"eval_embedded_codeqa", "eval_embedded_codegen",
                                      "embedded_text", "embedded_code"}
-    # Tuned from the CODE model: the run's first checkpoint came from pretrain_code.
+    # CC: tuned from the CODE model on text and code instructions.
     config = (out / "runs" / "sft_cc" / "config.gin").read_text()
-    assert "pretrain_code" in config and "sft_text_code_embedded" in config
+    assert "TrainConfig.init_from = %CODE_BASE" in config
+    assert str(out / "runs" / "pretrain_code") in config.replace("\\\n    ", "")
+    record = json.loads((out / "runs" / "sft_cc" / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"share/embedded_text_instructions", "share/embedded_code_instructions"} <= set(record)
 
     # Interrupted after some steps: only what is missing runs again.
     del state["done"]["eval/sft_cc"]
@@ -85,7 +88,8 @@ def test_micro_reproduction_runs_reports_and_resumes(tmp_path):
     second = run(out)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert second.stdout.count("done earlier") == 17
-    assert "eval/sft_cc" in second.stdout.split("done earlier")[-1]
+    (rerun,) = [line for line in second.stdout.splitlines() if "eval/sft_cc" in line]
+    assert "done earlier" not in rerun
 
     # Another scale in the same directory is refused before any work.
     other = subprocess.run([sys.executable, "-m", "codereason_jax.reproduce", "--scale=mini",

@@ -300,3 +300,70 @@ def test_periodic_evaluation_writes_per_source_loss_and_task_metrics(tmp_path):
         assert 5.0 < record["eval_loss/embedded_code"] < 9.5
     # Training lowers the validation loss of both sources.
     assert records[1]["eval_loss/embedded_code"] < records[0]["eval_loss/embedded_code"] + 0.5
+
+
+# --- a URL run directory ---------------------------------------------------------------------
+
+URL_RUN = r'''
+import json, os, shutil, sys
+import orbax.checkpoint as ocp
+import tensorflow as tf
+from codereason_jax import train
+
+gin_file, orbax_root = sys.argv[1], sys.argv[2]
+run = "ram://runs/x"  # TF's in-memory file system: a bucket without a network
+
+
+class LocalOrbax(ocp.CheckpointManager):
+    """Orbax (tensorstore) has no ram:// driver: it gets the URL the trainer computed and keeps
+    the checkpoints under orbax_root/<the URL's path> instead."""
+
+    def __init__(self, directory, *args, **kwargs):
+        assert str(directory) == run + "/checkpoints", directory
+        super().__init__(os.path.join(orbax_root, str(directory)[len("ram://"):]), *args,
+                         **kwargs)
+
+
+ocp.CheckpointManager = LocalOrbax
+common = [f"--gin_file={gin_file}", f"--run_dir={run}", "--gin.TrainConfig.eval_every=2"]
+first = train.main(common + ["--gin.TrainConfig.num_steps=6"])
+files_after_first = sorted(tf.io.gfile.listdir(run))
+# Lose the newest checkpoint (6): the rerun resumes from 4 and must forget metrics 4..5, eval 6.
+shutil.rmtree(os.path.join(orbax_root, "runs/x/checkpoints/6"))
+second = train.main(common + ["--gin.TrainConfig.num_steps=8"])
+read = lambda name: tf.io.gfile.GFile(run + "/" + name).read()
+print("RESULT " + json.dumps({
+    "codes": [first, second], "files_after_first": files_after_first,
+    "files": sorted(tf.io.gfile.listdir(run)),
+    "tensorboard": tf.io.gfile.listdir(run + "/tensorboard"),
+    "metrics": [json.loads(line)["step"] for line in read("metrics.jsonl").splitlines()],
+    "eval": [json.loads(line)["step"] for line in read("eval.jsonl").splitlines()],
+    "config": read("config.gin")}))
+'''
+
+
+def test_a_url_run_dir_trains_and_resumes_without_local_files(tmp_path):
+    """run_dir=ram://...: config.gin, metrics.jsonl, eval.jsonl and TensorBoard go through the
+    path layer to the URL (each step once after a resume), Orbax gets URL/checkpoints, and
+    nothing lands in the working directory."""
+    gin_file, orbax_root, cwd = write_gin(tmp_path), tmp_path / "orbax", tmp_path / "cwd"
+    cwd.mkdir()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", URL_RUN, gin_file, str(orbax_root)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
+    assert result["codes"] == [0, 0], out
+    assert "resuming from the checkpoint of step 4" in out
+    assert {"config.gin", "metrics.jsonl", "eval.jsonl", "tensorboard"} <= set(
+        result["files_after_first"]) and "checkpoints" not in result["files"]
+    assert result["tensorboard"]
+    assert result["metrics"] == list(range(8))  # buffered, dropped, redone: each step once
+    assert result["eval"] == [2, 4, 6, 8]
+    assert "TrainConfig.mixture = 'pretrain_code_embedded'" in result["config"]
+    saved = sorted(int(d) for d in os.listdir(orbax_root / "runs" / "x" / "checkpoints")
+                   if d.isdigit())
+    assert saved[-1] == 8
+    assert os.listdir(cwd) == []  # no ./ram: folder, no local metrics

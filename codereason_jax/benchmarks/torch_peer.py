@@ -134,7 +134,7 @@ class TorchStep:
         self.name = "torch.compile" if compile_model else "torch eager"
         self.tokens = batch_size * seq_len
         start = time.perf_counter()
-        self.first_loss = float(self())
+        self.first_loss = float(self().detach())
         self.first_step_s = time.perf_counter() - start  # compilation for torch.compile
 
     def __call__(self) -> Any:
@@ -156,3 +156,90 @@ class TorchStep:
                 "threads": torch.get_num_threads(), "autocast_bf16": self.bf16,
                 "first_step_s": self.first_step_s, "first_loss": self.first_loss,
                 "fused_adamw": bool(self.optimizer.defaults.get("fused"))}
+
+
+# ------------------------------------------------------------------------------- worker
+# The peer runs in a child process: torch's and XLA's thread pools in one process spin on
+# the same cores and slow each other down (a micro model's torch step went from 5 ms to
+# 800 ms interleaved with JAX steps in-process). The parent alternates JAX steps with
+# "step" requests to the child, so both see the same load, one at a time.
+
+
+class TorchWorker:
+    """A TorchStep in a child process; ``__call__`` runs one step there and returns its
+    timing ({"wall": s, "cpu": s} measured in the child)."""
+
+    def __init__(self, config: PanGuConfig, batch_size: int, seq_len: int,
+                 compile_model: bool = False, timeout_s: float = 900.0):
+        import dataclasses
+        import json
+        import subprocess
+        import sys
+
+        self._json = json
+        self.name = "torch.compile" if compile_model else "torch eager"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "codereason_jax.benchmarks.torch_peer"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._send({"config": dataclasses.asdict(config), "batch_size": batch_size,
+                    "seq_len": seq_len, "compile": compile_model})
+        self._info = self._receive()
+        if "error" in self._info:
+            self.close()
+            raise RuntimeError(f"{self.name}: {self._info['error']}")
+
+    def _send(self, message: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(self._json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+
+    def _receive(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} worker exited (code {self.proc.poll()})")
+        return self._json.loads(line)
+
+    def __call__(self) -> dict[str, Any]:
+        self._send("step")
+        return self._receive()
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._info)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self._send("quit")
+                self.proc.wait(timeout=30)
+            except Exception:  # noqa: BLE001
+                self.proc.kill()
+
+
+def _worker_main() -> None:
+    import json
+    import os
+    import sys
+
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    sys.stdout = sys.stderr  # torch's own prints must not reach the protocol stream
+    request = json.loads(sys.stdin.readline())
+    try:
+        step = TorchStep(PanGuConfig(**request["config"]), request["batch_size"],
+                         request["seq_len"], request["compile"])
+        out.write(json.dumps(step.info()) + "\n")
+    except Exception as error:  # noqa: BLE001
+        out.write(json.dumps({"error": f"{type(error).__name__}: {error}"[:500]}) + "\n")
+        return
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command == "quit":
+            return
+        start, start_cpu = time.perf_counter(), time.process_time()
+        step()
+        out.write(json.dumps({"wall": time.perf_counter() - start,
+                              "cpu": time.process_time() - start_cpu}) + "\n")
+
+
+if __name__ == "__main__":
+    _worker_main()

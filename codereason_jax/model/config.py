@@ -68,10 +68,15 @@ class PanGuConfig:
     # given, and fall back to "einsum" while attention dropout is active. They are equal to
     # "einsum" up to rounding, not bitwise.
     attention: str = "einsum"
-    # An optimization barrier on each block's output (value-exact): XLA:CPU otherwise fuses the
-    # residual-stream gradient of all blocks above into every consumer, recomputing it O(L^2)
-    # times; the barrier materialises it once per block.
+    # A fusion boundary on each block's output (value-exact; for XLA:CPU). XLA:CPU otherwise
+    # fuses the residual-stream gradient of all the blocks above into every consumer,
+    # recomputing it O(L^2) times, and it drops optimization barriers before fusing; the
+    # boundary is a runtime conditional with two identity branches (layers.materialize), which
+    # on a GPU would cost a host round trip per block: leave it off there.
     block_barrier: bool = False
+    # The tied head's backward as a custom VJP that transposes h instead of the logit gradient
+    # (float32 compute only; faster on XLA:CPU; the table gradient's sums in another order).
+    head_vjp: bool = False
 
     def __post_init__(self):
         positive = ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff", "max_seq_len")

@@ -238,6 +238,14 @@ class FeedForward(nn.Module):
         return constrain(out, (BATCH, LENGTH, EMBED))
 
 
+def materialize(x: jax.Array) -> jax.Array:
+    """x, computed once: a fusion boundary that survives XLA:CPU (which drops optimization
+    barriers before fusing). A conditional on a runtime predicate cannot be fused into or
+    simplified away, and its transpose is again a conditional, so the gradient is cut too."""
+    predicate = x.reshape(-1)[0] > 0  # any runtime value: both branches are the identity
+    return jax.lax.cond(predicate, lambda y: y, lambda y: y * 1, x)
+
+
 class DecoderBlock(nn.Module):
     """Pre-LN transformer block; with ``query_inputs`` it is PanGu-α's query layer.
 
@@ -264,7 +272,7 @@ class DecoderBlock(nn.Module):
         m = FeedForward(cfg, name="mlp")(LayerNorm(cfg, name="ln_2")(h))
         h = h + drop(m, deterministic=self.deterministic)
         if cfg.block_barrier:
-            h = jax.lax.optimization_barrier(h)
+            h = materialize(h)
         return constrain(h, (BATCH, LENGTH, EMBED))
 
 

@@ -42,6 +42,31 @@ def _lookup(table: jax.Array, ids: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan).astype(dtype)
 
 
+@jax.custom_vjp
+def tied_head(h: jax.Array, word: jax.Array) -> jax.Array:
+    """float32 logits h·Eᵀ whose backward forms the table gradient as (hᵀ·dz)ᵀ.
+
+    Autodiff contracts the token axis of the logit gradient dz [tokens, vocab] directly, for
+    which XLA:CPU first transposes all of dz; this transposes h [tokens, d] and the [d, vocab]
+    product instead (vocab/d times fewer bytes). The same sums, in another order.
+    """
+    return jnp.einsum("btd,vd->btv", h, word, preferred_element_type=jnp.float32)
+
+
+def _tied_head_fwd(h, word):
+    return tied_head(h, word), (h, word)
+
+
+def _tied_head_bwd(residuals, dz):
+    h, word = residuals
+    dh = jnp.einsum("btv,vd->btd", dz, word)
+    dword = jnp.einsum("btd,btv->dv", h, dz).T
+    return dh.astype(h.dtype), dword.astype(word.dtype)
+
+
+tied_head.defvjp(_tied_head_fwd, _tied_head_bwd)
+
+
 class PanGuDecoder(nn.Module):
     """PanGu-α decoder returning float32 logits of shape [batch, length, vocab].
 
@@ -122,6 +147,9 @@ class PanGuDecoder(nn.Module):
             h = layers.DecoderBlock(cfg, deterministic, decode, packed, name="query_layer")(
                 h, segment_ids, query)
 
-        logits = jnp.einsum("btd,vd->btv", h, word.astype(cfg.compute_dtype),
-                            preferred_element_type=jnp.float32)
+        if cfg.head_vjp and cfg.compute_dtype == jnp.float32:
+            logits = tied_head(h, word)
+        else:
+            logits = jnp.einsum("btd,vd->btv", h, word.astype(cfg.compute_dtype),
+                                preferred_element_type=jnp.float32)
         return layers.constrain(logits, (layers.BATCH, layers.LENGTH, layers.VOCAB))
