@@ -73,11 +73,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="model config(s), comma list: micro, tiny, 25m, 350m, 2_6b, 13b")
     p.add_argument("--mesh", type=_mesh, default=(-1, 1, 1),
                    help="data,fsdp,model (one -1 takes the remaining devices)")
-    p.add_argument("--batch_size", type=int, default=None, help="global batch (rows)")
+    p.add_argument("--batch_size", default=None,
+                   help="global batch (rows); a comma list runs each (train suite)")
     p.add_argument("--seq_len", type=int, default=None)
     p.add_argument("--dtype", default="auto", help="compute dtype: auto, float32, bfloat16")
     p.add_argument("--attention", default="auto", help="auto, einsum, xla, cudnn")
-    p.add_argument("--remat", default="auto", help="auto, none, dots, full, ...")
+    p.add_argument("--remat", default="auto",
+                   help="auto, none, dots, full, ...; a comma list runs each (train suite)")
     p.add_argument("--scan_layers", type=_bool_or_auto, default="auto")
     p.add_argument("--block_barrier", type=_bool_or_auto, default="auto")
     p.add_argument("--head_vjp", type=_bool_or_auto, default="auto")
@@ -101,7 +103,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json_out", default=None,
                    help="write the results here (a .jsonl path gets one line appended)")
     p.add_argument("--profile_dir", default=None,
-                   help="train: write a jax.profiler trace of two steps here")
+                   help="train: write a jax.profiler trace of two steps here and put the "
+                        "ops that took the most time into the results")
     args = p.parse_args(argv)
     suites = [s.strip() for s in args.suite.split(",") if s.strip()]
     for s in suites:
@@ -109,6 +112,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"--suite={s!r} is not one of {SUITES}")
     args.suites = list(SUITES[:-1]) if "all" in suites else suites
     args.configs = [c.strip() for c in args.config.split(",") if c.strip()]
+    args.batch_sizes = ([int(b) for b in str(args.batch_size).split(",") if b.strip()]
+                        if args.batch_size else [None])
+    args.remats = [r.strip() for r in args.remat.split(",") if r.strip()] or ["auto"]
     return args
 
 
@@ -151,20 +157,22 @@ def _cpu_model() -> str:
 # ----------------------------------------------------------------------------- train suite
 
 
-def _options(args: argparse.Namespace, platform_name: str) -> dict[str, Any]:
+def _options(args: argparse.Namespace, platform_name: str,
+             remat: str | None = None) -> dict[str, Any]:
     from codereason_jax.benchmarks import configs
 
     return configs.resolve_options(platform_name, {
-        "dtype": args.dtype, "attention": args.attention, "remat_policy": args.remat,
+        "dtype": args.dtype, "attention": args.attention,
+        "remat_policy": remat or args.remats[0],
         "scan_layers": args.scan_layers, "block_barrier": args.block_barrier,
         "head_vjp": args.head_vjp})
 
 
-def _shape(args: argparse.Namespace, name: str) -> tuple[int, int]:
+def _shape(args: argparse.Namespace, name: str, batch: int | None = None) -> tuple[int, int]:
     from codereason_jax.benchmarks import configs
 
-    batch, seq = configs.DEFAULT_BATCH.get(name, (8, 256))
-    return args.batch_size or batch, args.seq_len or seq
+    default_batch, seq = configs.DEFAULT_BATCH.get(name, (8, 256))
+    return batch or args.batch_sizes[0] or default_batch, args.seq_len or seq
 
 
 class _Peak:
@@ -198,7 +206,8 @@ class _Peak:
 
 
 def train_one(args: argparse.Namespace, name: str, peak: _Peak | None = None,
-              extra_steps: dict[str, Callable[[], Any]] | None = None) -> dict[str, Any]:
+              extra_steps: dict[str, Callable[[], Any]] | None = None,
+              batch: int | None = None, remat: str | None = None) -> dict[str, Any]:
     """Build, compile, warm up and time one config's train step (interleaving ``extra_steps``
     round by round when given: the peer suite)."""
     import jax
@@ -208,8 +217,8 @@ def train_one(args: argparse.Namespace, name: str, peak: _Peak | None = None,
     from codereason_jax.benchmarks.train import JaxStep, flops_convention
 
     platform_name = jax.devices()[0].platform
-    options = _options(args, platform_name)
-    batch, seq = _shape(args, name)
+    options = _options(args, platform_name, remat)
+    batch, seq = _shape(args, name, batch)
     config = configs.build_config(name, options, args.dropout, max_seq_len=seq)
     peak = peak or _Peak(config.dtype, args.peak_size)
     timing.reset_peak_rss()
@@ -234,11 +243,12 @@ def train_one(args: argparse.Namespace, name: str, peak: _Peak | None = None,
             samples[key]["wall"].append(wall)
             samples[key]["cpu"].append(cpu)
     if args.profile_dir:
-        jax.profiler.start_trace(args.profile_dir)
-        for _ in range(2):
-            step()
-        jax.profiler.stop_trace()
-        row["profile_dir"] = args.profile_dir
+        from codereason_jax.benchmarks import profile
+
+        directory = os.path.join(args.profile_dir, f"{name}_b{batch}")
+        profile.trace(step, 2, directory)
+        row["profile_dir"] = directory
+        row["profile"] = _guarded("profile summary", lambda: profile.summarize(directory, 2))
     devices = jax.device_count()
     flops = flops_convention(config, seq)
     per_token = flops["training_flops_per_token"]
@@ -284,13 +294,26 @@ def _guarded(label: str, fn: Callable[[], Any]) -> Any:
 def suite_train(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for name in args.configs:
-        _print(f"[bench] train {name} ...")
-        row = _guarded(f"train {name}", lambda: train_one(args, name))
-        row.setdefault("suite", "train")
-        row.setdefault("config", name)
-        rows.append(row)
-        _print(format_rows([row]))
+        for batch in args.batch_sizes:
+            for remat in args.remats:
+                label = f"train {name} batch={batch or 'default'} remat={remat}"
+                _print(f"[bench] {label} ...")
+                row = _guarded(label, lambda: train_one(args, name, batch=batch, remat=remat))
+                row.setdefault("suite", "train")
+                row.setdefault("config", name)
+                rows.append(row)
+                _print(format_rows([row]))
+                _free_memory()
     return rows
+
+
+def _free_memory() -> None:
+    import gc
+
+    import jax
+
+    gc.collect()
+    jax.clear_caches()
 
 
 def suite_peer(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -459,6 +482,12 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
                                  f" | first step {p.get('first_step_s', math.nan):.1f} s")
                 elif "error" in p:
                     lines.append(f"           {label:14s} FAILED {p['error']}")
+            prof = r.get("profile") or {}
+            if prof.get("top"):
+                lines.append(f"           profile ({prof['plane']}, "
+                             f"{prof['total_ms_per_step']:,.1f} ms/step of ops), top ops:")
+                for op, ms, share in prof["top"][:8]:
+                    lines.append(f"             {ms:9.2f} ms {100 * share:5.1f}%  {op[:90]}")
             if "speedup_vs_best_peer" in r:
                 lines.append(f"           JAX / {r['peer_best']}: "
                              f"{r['speedup_vs_best_peer']:.2f}x tokens/s"

@@ -68,11 +68,12 @@ class PanGuConfig:
     # given, and fall back to "einsum" while attention dropout is active. They are equal to
     # "einsum" up to rounding, not bitwise.
     attention: str = "einsum"
-    # A fusion boundary on each block's output (value-exact; for XLA:CPU). XLA:CPU otherwise
+    # A fusion boundary on each block's output (for XLA:CPU). XLA:CPU otherwise
     # fuses the residual-stream gradient of all the blocks above into every consumer,
     # recomputing it O(L^2) times, and it drops optimization barriers before fusing; the
     # boundary is a runtime conditional with two identity branches (layers.materialize), which
-    # on a GPU would cost a host round trip per block: leave it off there.
+    # on a GPU would cost a host round trip per block: leave it off there. Values are those
+    # of the reference up to rounding (the fusions differ, so the gradient's rounding does).
     block_barrier: bool = False
     # The tied head's backward as a custom VJP that transposes h instead of the logit gradient
     # (float32 compute only; faster on XLA:CPU; the table gradient's sums in another order).

@@ -1,0 +1,198 @@
+"""Smoke tests of ``python -m codereason_jax.bench`` on the micro config (no timing asserts)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from codereason_jax import bench, metrics
+from codereason_jax.benchmarks import configs, evaluation, pipeline, timing, torch_peer
+from codereason_jax.model import PanGuConfig, PanGuDecoder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEAVY = ("tensorflow", "seqio", "gin", "torch", "orbax", "t5", "sentencepiece")
+
+
+def _args(*extra):
+    return bench.parse_args(["--config=micro", "--repeats=1", "--warmup=1", *extra])
+
+
+def test_bench_and_train_suite_import_no_heavy_dependencies():
+    """The GPU machine has jax/flax/optax/numpy but no gin/seqio/TensorFlow: the train suite
+    must not import them (nor torch, which only the peer uses)."""
+    code = (
+        "import sys, json\n"
+        "import codereason_jax.bench as b\n"
+        f"heavy = {HEAVY!r}\n"
+        "at_import = [m for m in heavy if m in sys.modules]\n"
+        "b.main(['--suite=train', '--config=micro', '--repeats=1', '--warmup=1'])\n"
+        "after_run = [m for m in heavy if m in sys.modules]\n"
+        "print('HEAVY', json.dumps([at_import, after_run]))\n")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = [x for x in out.stdout.splitlines() if x.startswith("HEAVY ")][-1]
+    assert json.loads(line[len("HEAVY "):]) == [[], []]
+
+
+def test_train_one_micro_on_a_mesh():
+    args = _args("--mesh=2,1,4", "--batch_size=8")
+    row = bench.train_one(args, "micro")
+    assert row["mesh"] == {"data": 2, "fsdp": 1, "model": 4}
+    assert row["batch_size"] == 8 and row["seq_len"] == 32
+    assert row["step_s"] > 0 and row["tokens_per_s"] > 0 and row["compile_s"] > 0
+    config = configs.build_config("micro", configs.resolve_options("cpu", {}))
+    assert row["training_flops_per_token"] == metrics.training_flops_per_token(config, 32)
+    assert row["tokens_per_s_per_device"] == pytest.approx(row["tokens_per_s"] / 8)
+    assert 0 < row["mfu"] < 10 and math.isfinite(row["peak_flops_per_device"])
+    assert "measured" in row["peak_source"]
+    assert all(math.isfinite(x) for x in row["losses_first_last"])
+    assert row["losses_first_last"][0] == pytest.approx(math.log(256), abs=0.1)
+    assert row["peak_rss_bytes"] > 0
+    assert row["model"]["block_barrier"] is True and row["model"]["head_vjp"] is True
+
+
+def test_suite_train_reports_failures_and_goes_on():
+    args = _args("--batch_size=3,8", "--mesh=-1,1,1")  # 3 rows cannot split over 8 devices
+    rows = bench.suite_train(args)
+    assert len(rows) == 2
+    assert "error" in rows[0] and "tokens_per_s" in rows[1]
+    text = bench.format_rows(rows)
+    assert "FAILED" in text and "tok/s" in text
+
+
+def test_options_resolve_per_backend():
+    cpu = configs.resolve_options("cpu", {"dtype": "auto", "scan_layers": True})
+    assert cpu["dtype"] == "float32" and cpu["scan_layers"] is True
+    assert cpu["block_barrier"] and cpu["head_vjp"]
+    gpu = configs.resolve_options("gpu", {"remat_policy": "dots"})
+    assert gpu == {"dtype": "bfloat16", "attention": "auto", "scan_layers": True,
+                   "block_barrier": False, "head_vjp": False, "remat_policy": "dots"}
+    config = configs.build_config("350m", gpu)
+    assert config.num_params() == 345_368_576
+
+
+def _loss_and_grads(config, tokens, segment_ids=None):
+    model = PanGuDecoder(config)
+    params = model.init(jax.random.key(0), tokens)["params"]
+
+    def loss(p):
+        logits = model.apply({"params": p}, tokens, segment_ids=segment_ids)
+        return jnp.mean(jax.nn.log_softmax(logits)[..., 0]), logits
+
+    (value, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    return value, logits, grads
+
+
+@pytest.mark.parametrize("changes,exact", [
+    ({"block_barrier": True}, False),  # the identity is exact; XLA's fusion choices move
+                                        # the rounding of the gradient
+    ({"head_vjp": True}, False),
+    ({"attention": "xla"}, False),
+    ({"attention": "auto"}, False),  # xla on CPU
+    ({"attention": "xla", "scan_layers": True, "block_barrier": True}, False),
+])
+@pytest.mark.parametrize("packed", [False, True])
+def test_speed_options_match_the_reference(tiny_config, changes, exact, packed):
+    tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, tiny_config.vocab_size)
+    segments = jnp.array([[1] * 9 + [2] * 7, [1] * 16]) if packed else None
+    ref = _loss_and_grads(tiny_config, tokens, segments)
+    new = _loss_and_grads(PanGuConfig(**{**tiny_config.__dict__, **changes}), tokens, segments)
+    if changes.get("scan_layers"):  # stacked params: compare loss and logits only
+        np.testing.assert_allclose(new[1], ref[1], rtol=1e-5, atol=1e-6)
+        return
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref)):
+        if exact:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_attention_falls_back_to_einsum_under_dropout(tiny_config):
+    config = PanGuConfig(**{**tiny_config.__dict__, "dropout_rate": 0.1, "attention": "xla"})
+    reference = PanGuConfig(**{**tiny_config.__dict__, "dropout_rate": 0.1})
+    tokens = jnp.ones((2, 8), jnp.int32)
+    params = PanGuDecoder(reference).init(jax.random.key(0), tokens)["params"]
+    outs = [PanGuDecoder(c).apply({"params": params}, tokens, deterministic=False,
+                                  rngs={"dropout": jax.random.key(3)}) for c in (config, reference)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_generation_with_cache_equals_without():
+    config = configs.build_config("micro", {})
+    result = evaluation.generation(config, batch_size=2, prompt_len=5, new_tokens=12)
+    assert result["same_tokens"] is True
+    assert result["cache_tokens_per_s"] > 0 and result["no_cache_tokens_per_s"] > 0
+    assert result["cache_speedup"] > 0
+
+
+def test_multiple_choice_throughput():
+    config = configs.build_config("micro", {})
+    result = evaluation.multiple_choice(config, questions=6, candidates=4, prompt_len=10,
+                                        span_len=4, batch_size=8, repeats=1)
+    assert result["rows"] == 24 and result["questions_per_s"] > 0 and result["finite"]
+
+
+def test_eval_suite_rows():
+    rows = bench.suite_eval(_args("--gen_tokens=8", "--gen_prompt=4", "--mc_questions=4"))
+    assert [r["kind"] for r in rows] == ["multiple_choice", "generation"]
+    assert rows[1]["same_tokens"] is True
+    assert "questions/s" in bench.format_rows(rows)
+
+
+def test_model_need_per_host_is_about_35k():
+    need = pipeline.model_need_per_host()
+    assert 33_000 < need["tokens_per_s_per_host"] < 36_000
+    assert need["tokens_per_s_global"] == pytest.approx(4 * need["tokens_per_s_per_host"])
+
+
+@pytest.mark.slow
+def test_pipeline_measure_embedded_mixture():
+    result = pipeline.measure(pipeline.PRETRAIN_MIXTURE, seq_len=64, batch_size=4, steps=2)
+    assert result["real_tokens_per_s"] > 0 and result["fill"] == 1.0
+
+
+@pytest.mark.skipif(not torch_peer.available(), reason="torch is not installed")
+def test_torch_peer_worker_micro():
+    config = configs.build_config("micro", {})
+    worker = torch_peer.TorchWorker(config, 2, 16)
+    try:
+        assert abs(worker.info()["first_loss"] - math.log(config.vocab_size)) < 0.2
+        timing_ = worker()
+        assert timing_["wall"] > 0 and timing_["cpu"] >= 0
+    finally:
+        worker.close()
+
+
+def test_json_output_and_timing_helpers(tmp_path):
+    path = str(tmp_path / "out.jsonl")
+    bench.write_json(path, {"results": [{"mfu": float("nan"), "x": np.float32(1.5)}]})
+    bench.write_json(path, {"results": []})
+    lines = open(path).read().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["results"][0] == {"mfu": None, "x": 1.5}
+    peak = timing.MatmulPeak(64)
+    peak.sample(2)
+    assert peak.summary()["samples"] == 2 and peak.peak() > 0
+    assert timing.peak_rss_bytes() > 0
+    result = timing.time_repeats(lambda: None, 3, peak_sampler=peak)
+    assert len(result["step_s_all"]) == 3 and len(peak.wall) == 5
+
+
+@pytest.mark.slow
+def test_gpu_script_smoke_on_cpu(tmp_path):
+    env = dict(os.environ, BENCH_SMOKE="1", OUT=str(tmp_path), JAX_PLATFORMS="cpu",
+               XLA_FLAGS="", PYTHON=sys.executable)
+    out = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:]
+    results = [json.loads(line) for line in open(tmp_path / "gpu_bench.jsonl")]
+    assert len(results) >= 5
+    summary = open(tmp_path / "gpu_summary.txt").read()
+    assert "train" in summary and "generation" in summary
