@@ -52,5 +52,8 @@ setuptools.setup(
         # pyarrow<26 and python-dateutil<3, below those pins, so install it in the environment
         # that prepares the data (pip install -e '.[beam]' without -c).
         "beam": ["apache-beam[gcp]>=2.50"],
+        # Only for the PyTorch peer of `python -m codereason_jax.bench --suite=peer` (skipped
+        # when torch is missing). Not in requirements/constraints.txt.
+        "bench": ["torch>=2.4"],
     },
 )

@@ -23,15 +23,19 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.94}"
 START=$(date +%s)
 
 if [ "${BENCH_SMOKE:-0}" = 1 ]; then
-  SMALL=micro; BIG=micro; B350="4"; B26="2 4"; T=32; REPEATS=2; GEN=24; LIMIT=120; LIMIT_BIG=120
+  SMALL=micro; BIG=micro; B350="2 4"; B26="2 4"; T=32; REPEATS=2; GEN=24; GENB=4; LIMIT=120
+  LIMIT_BIG=120; PEERB=4
 else
-  SMALL=350m; BIG=2_6b; B350="32 64"; B26="8 16"; T=1024; REPEATS=10; GEN=512; LIMIT=110; LIMIT_BIG=150
+  SMALL=350m; BIG=2_6b; B350="16 32"; B26="8 16"; T=1024; REPEATS=10; GEN=512; GENB=32
+  LIMIT=110; LIMIT_BIG=150; PEERB=8
 fi
+BUDGET_S="${BUDGET_S:-400}"
+left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
+LAST_RC=0
 
 run() {  # run LIMIT_SECONDS LABEL ARGS...: one setting, its own process, never fatal
   local limit=$1 label=$2; shift 2
-  local now=$(( $(date +%s) - START ))
-  echo "=== [$now s] $label" | tee -a "$LOG"
+  echo "=== [$(( $(date +%s) - START )) s] $label" | tee -a "$LOG"
   timeout -k 10 "$limit" "$PY" -m codereason_jax.bench --json_out="$JSONL" "$@" 2>&1 \
     | grep --line-buffered -v -E "^(W|I)[0-9]{4} |TfrtCpuClient|UserWarning|warnings.warn" \
     | tee -a "$LOG"
@@ -44,33 +48,51 @@ run() {  # run LIMIT_SECONDS LABEL ARGS...: one setting, its own process, never 
 } 2>&1 | tee -a "$LOG"
 
 COMMON=(--dtype=bfloat16 --seq_len=$T --repeats=$REPEATS --warmup=3)
-run $LIMIT "train $SMALL B=${B350// /,} remat=none" --suite=train --config=$SMALL \
+B_LAST=${B350##* }
+# 1. 350M: two batch sizes in one process, with a profile (top kernels in the results).
+run $LIMIT "train $SMALL B=${B350// /,}" --suite=train --config=$SMALL \
   --batch_size="${B350// /,}" --remat=none "${COMMON[@]}" --profile_dir=/tmp/bench_profile
+# 2. 2.6B: B=8 and B=16 without remat (B=16 with remat=dots if that does not fit).
 for b in $B26; do
   run $LIMIT_BIG "train $BIG B=$b remat=none" --suite=train --config=$BIG --batch_size=$b \
-    --remat=none "${COMMON[@]}"
+    --remat=none "${COMMON[@]}" --profile_dir=/tmp/bench_profile
 done
-if [ "$LAST_RC" != 0 ]; then  # the larger batch did not fit (or failed): with remat
+if [ "$LAST_RC" != 0 ]; then
   run $LIMIT_BIG "train $BIG B=${B26##* } remat=dots" --suite=train --config=$BIG \
     --batch_size=${B26##* } --remat=dots "${COMMON[@]}"
 fi
-run $LIMIT "eval $SMALL (generation $GEN tokens, KV cache vs none; multiple choice)" \
-  --suite=eval --config=$SMALL --dtype=bfloat16 --gen_batch=8 --gen_tokens=$GEN \
+# 3. Generation (KV cache vs none; host loop and device loop) and multiple choice.
+run $LIMIT "eval $SMALL (generation of $GEN tokens, batch $GENB; multiple choice)" \
+  --suite=eval --config=$SMALL --dtype=bfloat16 --gen_batch=$GENB --gen_tokens=$GEN \
   --gen_prompt=16 --mc_questions=256 --repeats=2
-# The peer shares the GPU with a torch process: JAX allocates on demand here.
-B0=$(echo $B350 | cut -d' ' -f1)
-XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 \
-  run $LIMIT "peer $SMALL B=$B0 (torch eager, bf16 autocast)" \
-  --suite=peer --config=$SMALL --batch_size=$B0 "${COMMON[@]}" --repeats=5 --torch_compile=false
-LEFT=$(( ${BUDGET_S:-400} - ($(date +%s) - START) ))
-if [ "$LEFT" -ge 100 ]; then
-  XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 \
-    run $LEFT "peer $SMALL B=$B0 (torch eager and torch.compile)" \
-    --suite=peer --config=$SMALL --batch_size=$B0 "${COMMON[@]}" --repeats=5
+# 4. PyTorch peer (eager and torch.compile, bf16 autocast, fused AdamW). It shares the GPU
+#    with JAX, which allocates on demand here.
+if [ "$(left)" -ge 100 ]; then
+  XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 \
+    run $(( $(left) > 130 ? 130 : $(left) )) "peer $SMALL B=$PEERB" --suite=peer \
+    --config=$SMALL --batch_size=$PEERB "${COMMON[@]}" --repeats=5
 else
-  echo "=== skipped the torch.compile peer: ${LEFT} s left of BUDGET_S=${BUDGET_S:-400}" | tee -a "$LOG"
+  echo "=== skipped the PyTorch peer: $(left) s left of BUDGET_S=$BUDGET_S" | tee -a "$LOG"
 fi
+# 5. Variants while time is left: the head's backward in bf16 (no TF32 GEMM on the logit
+#    gradient), unrolled layers (no scan copies), on 350M at the larger batch; 2.6B head_vjp.
+cap() { local l; l=$(left); echo $(( l > $1 ? $1 : l )); }
+if [ "$(left)" -ge 40 ]; then
+  run "$(cap 60)" "train $SMALL B=$B_LAST head_vjp" --suite=train --config=$SMALL \
+    --batch_size=$B_LAST --remat=none --head_vjp=true "${COMMON[@]}"
+fi
+if [ "$(left)" -ge 50 ]; then
+  run "$(cap 80)" "train $BIG B=${B26%% *} head_vjp" --suite=train --config=$BIG \
+    --batch_size=${B26%% *} --remat=none --head_vjp=true "${COMMON[@]}"
+fi
+if [ "$(left)" -ge 70 ]; then
+  run "$(cap 100)" "train $SMALL B=$B_LAST head_vjp, unrolled layers" --suite=train \
+    --config=$SMALL --batch_size=$B_LAST --remat=none --head_vjp=true --scan_layers=false \
+    "${COMMON[@]}"
+fi
+echo "=== done; settings not listed above were skipped at BUDGET_S=$BUDGET_S" | tee -a "$LOG"
 
 { echo "=== summary ($(( $(date +%s) - START )) s)"
-  grep -E "^  (train|peer|eval|pipeline) |^           |FAILED|exit code" "$LOG"
+  grep -E "^  (train|peer|eval|pipeline) |^           |FAILED|exit code|skipped|^=== \[" "$LOG" \
+    | awk '!seen[$0]++'
 } | tee "$OUT/gpu_summary.txt"

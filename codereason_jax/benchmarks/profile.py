@@ -32,21 +32,30 @@ def summarize(directory: str, steps: int, top: int = 25) -> dict[str, Any]:
     if not files:
         return {"error": f"no trace under {directory}"}
     data = ProfileData.from_file(files[-1])
-    device = collections.Counter()
-    host = collections.Counter()
+    device: collections.Counter = collections.Counter()
+    host: collections.Counter = collections.Counter()
+    device_lines: list[str] = []
     for plane in data.planes:
         is_device = plane.name.startswith("/device:") and "CPU" not in plane.name
-        for line in plane.lines:
-            if is_device and "XLA Ops" not in line.name and "Kernels" not in line.name:
-                continue
-            if not is_device and not line.name.startswith("tf_XLA"):
-                continue
+        lines = list(plane.lines)
+        if is_device:
+            names = [line.name for line in lines]
+            device_lines += names
+            # One view of the kernels: XLA's per-op line if the plane has one, else streams.
+            chosen = [n for n in names if n == "XLA Ops"] or [
+                n for n in names if n.startswith("Stream") or "Kernels" in n]
+            lines = [line for line in lines if line.name in chosen]
+        else:
+            lines = [line for line in lines if line.name.startswith("tf_XLA")]
+        for line in lines:
             for event in line.events:
-                if any(skip in event.name for skip in ("ThunkExecutor", "Await", "wait for")):
+                if event.name.startswith("end: ") or any(
+                        skip in event.name for skip in ("ThunkExecutor", "Await", "wait for")):
                     continue
                 (device if is_device else host)[event.name] += event.duration_ns / 1e6
     counter, plane = (device, "device") if device else (host, "host XLA threads")
     total = sum(counter.values()) / max(1, steps)
     rows = [[name, round(ms / steps, 3), round(ms / steps / total, 4) if total else 0.0]
             for name, ms in counter.most_common(top)]
-    return {"plane": plane, "total_ms_per_step": round(total, 3), "top": rows}
+    return {"plane": plane, "total_ms_per_step": round(total, 3), "top": rows,
+            "device_lines": sorted(set(device_lines))[:20]}

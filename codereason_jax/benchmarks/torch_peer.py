@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from codereason_jax.benchmarks import timing
 from codereason_jax.model.config import PanGuConfig
 
 

@@ -104,13 +104,6 @@ class JaxStep:
                         "alias_size_in_bytes") if hasattr(memory, name)}
         except Exception:  # noqa: BLE001 - not every backend reports it
             pass
-        try:
-            cost = self.compiled.cost_analysis()
-            cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-            if cost and "flops" in cost:
-                out["xla_flops_per_step"] = float(cost["flops"])
-        except Exception:  # noqa: BLE001
-            pass
         return out
 
     def close(self) -> None:

@@ -75,8 +75,10 @@ class PanGuConfig:
     # on a GPU would cost a host round trip per block: leave it off there. Values are those
     # of the reference up to rounding (the fusions differ, so the gradient's rounding does).
     block_barrier: bool = False
-    # The tied head's backward as a custom VJP that transposes h instead of the logit gradient
-    # (float32 compute only; faster on XLA:CPU; the table gradient's sums in another order).
+    # The tied head's backward as a custom VJP (pangu.tied_head): it transposes h instead of
+    # the logit gradient (faster on XLA:CPU; the table gradient's sums in another order), and
+    # with a bf16/fp16 compute dtype runs both backward matmuls in that dtype (autodiff runs
+    # them in float32 because the logits are float32).
     head_vjp: bool = False
 
     def __post_init__(self):

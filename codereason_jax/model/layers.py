@@ -241,7 +241,8 @@ class FeedForward(nn.Module):
 def materialize(x: jax.Array) -> jax.Array:
     """x, computed once: a fusion boundary that survives XLA:CPU (which drops optimization
     barriers before fusing). A conditional on a runtime predicate cannot be fused into or
-    simplified away, and its transpose is again a conditional, so the gradient is cut too."""
+    simplified away, and its transpose is again a conditional, so the gradient is cut too.
+    On a sharded batch the predicate's one element is broadcast from its device per block."""
     predicate = x.reshape(-1)[0] > 0  # any runtime value: both branches are the identity
     return jax.lax.cond(predicate, lambda y: y, lambda y: y * 1, x)
 

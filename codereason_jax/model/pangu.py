@@ -48,7 +48,9 @@ def tied_head(h: jax.Array, word: jax.Array) -> jax.Array:
 
     Autodiff contracts the token axis of the logit gradient dz [tokens, vocab] directly, for
     which XLA:CPU first transposes all of dz; this transposes h [tokens, d] and the [d, vocab]
-    product instead (vocab/d times fewer bytes). The same sums, in another order.
+    product instead (vocab/d times fewer bytes). The same sums, in another order. With a
+    bf16/fp16 compute dtype, dz is rounded to it for the two backward matmuls (as every other
+    matmul of the model runs), where autodiff would run them in float32 (TF32 GEMMs on a GPU).
     """
     return jnp.einsum("btd,vd->btv", h, word, preferred_element_type=jnp.float32)
 
@@ -59,6 +61,7 @@ def _tied_head_fwd(h, word):
 
 def _tied_head_bwd(residuals, dz):
     h, word = residuals
+    dz = dz.astype(h.dtype)  # a no-op in float32
     dh = jnp.einsum("btv,vd->btd", dz, word)
     dword = jnp.einsum("btd,btv->dv", h, dz).T
     return dh.astype(h.dtype), dword.astype(word.dtype)
@@ -147,8 +150,8 @@ class PanGuDecoder(nn.Module):
             h = layers.DecoderBlock(cfg, deterministic, decode, packed, name="query_layer")(
                 h, segment_ids, query)
 
-        if cfg.head_vjp and cfg.compute_dtype == jnp.float32:
-            logits = tied_head(h, word)
+        if cfg.head_vjp:
+            logits = tied_head(h, word.astype(cfg.compute_dtype))
         else:
             logits = jnp.einsum("btd,vd->btv", h, word.astype(cfg.compute_dtype),
                                 preferred_element_type=jnp.float32)
