@@ -292,6 +292,10 @@ COMPARISONS = (
 )
 
 
+# The smallest difference a verdict reports (accuracy points, BLEU points, nats per token).
+MIN_DIFFERENCE = {"multiple_choice": 0.0, "generation": 0.01, "language_modelling": 0.001}
+
+
 def compare(results: dict[str, dict], resamples: int) -> list[dict[str, Any]]:
     """Paired bootstrap differences (B - A, signed so that > 0 means B is better)."""
     from codereason_jax.evaluation import metrics
@@ -304,9 +308,12 @@ def compare(results: dict[str, dict], resamples: int) -> list[dict[str, Any]]:
             sign = 1.0 if higher else -1.0
             d = metrics.paired_bootstrap_difference(
                 rows_a, rows_b, lambda t: sign * statistic(t), n_resamples=resamples)
-            if d["ci_low"] > 0:
+            # A difference must clear the metric's resolution as well as zero: corpus BLEU
+            # of near-empty outputs differs by 1e-100 with a tight interval, meaning nothing.
+            resolution = MIN_DIFFERENCE[results[a]["tasks"][task]["kind"]]
+            if d["ci_low"] > 0 and d["difference"] >= resolution:
                 verdict = f"{LABELS[b]} better"
-            elif d["ci_high"] < 0:
+            elif d["ci_high"] < 0 and d["difference"] <= -resolution:
                 verdict = f"{LABELS[a]} better"
             else:
                 verdict = "within noise"
@@ -410,6 +417,9 @@ def write_report(scale_name: str, output_dir: str, wall_seconds: float) -> str:
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |",
                   "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in rows] + [""] + notes
+        if "sft_uniform" in cells:
+            lines += ["CC mixes 5:3 statically and Uniform 5:3 in each of four phases: the "
+                      "mixing is exact, so their batches, and numbers, are identical.", ""]
         report._plot(raw, labels, title, os.path.join(report_dir, f"table_{number}.png"))
         lines += [f"![{title}](table_{number}.png)", ""]
 
@@ -418,8 +428,8 @@ def write_report(scale_name: str, output_dir: str, wall_seconds: float) -> str:
         json.dump(comparisons, f, indent=1)
     lines += ["## Which differences are real", "",
               "Paired bootstrap over the same examples (improvement > 0 means the second model "
-              "is better; for loss, lower). A difference whose 95% interval includes 0 is "
-              "within noise.", "",
+              "is better; for loss, lower). A difference whose 95% interval includes 0 (or "
+              "that is below 0.01 BLEU / 0.001 nats) is within noise.", "",
               "| question | task (metric) | A | B | improvement [95% CI] | verdict |",
               "|---|---|---|---|---|---|"]
     for c in comparisons:
