@@ -29,7 +29,10 @@ _CONFIGURABLES = {cls: gin.external_configurable(cls, name=cls.__name__)
 def register(cls: type) -> None:
     """Expose another plain dataclass to gin under its own name."""
     if cls not in _CONFIGURABLES:
-        _CONFIGURABLES[cls] = gin.external_configurable(cls, name=cls.__name__)
+        # Gin locks its registry at the first parse; a module imported later (an entry point
+        # run in-process, a test) may still register its configurable.
+        with gin.unlock_config():
+            _CONFIGURABLES[cls] = gin.external_configurable(cls, name=cls.__name__)
 
 # The cells of the experiment matrix (gin/data/*.gin) over a set of corpora
 # (seqio_tasks.mixtures.register_matrix): "paper" (the real corpora read from their files),

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from codereason_jax import gin_utils
+from codereason_jax import gin_utils, train  # noqa: F401 (train registers TrainConfig)
 from codereason_jax.checkpoints import CheckpointConfig
 from codereason_jax.evaluate import EvalConfig
 from codereason_jax.model import PanGuDecoder
@@ -33,7 +33,6 @@ def _cell_name(path):
 
 
 def _build(*gin_files, bindings=()):
-    gin_utils.register(TrainConfig)
     gin_utils.parse(list(gin_files), list(bindings))
     return (gin_utils.model_config(), gin_utils.build(TrainConfig),
             gin_utils.build(OptimizerConfig), gin_utils.build(CheckpointConfig))
