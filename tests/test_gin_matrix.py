@@ -118,3 +118,10 @@ def test_eval_configs_name_registered_tasks(eval_files):
     assert config.tasks and set(config.tasks) <= set(seqio.TaskRegistry.names())
     if "gin/eval/paper_protocol.gin" in eval_files:
         assert (config.mode, config.sampling) == ("paper", "paper")
+
+
+def test_the_demo_run_file_builds():
+    """`make demo`'s gin file (README's first command) is in the checkout and builds."""
+    model, train, optimizer, checkpoint = _build("gin/runs/demo_cpu.gin")
+    assert train.mixture == "pretrain_code_embedded" and model.vocab_size == 8192
+    assert train.sequence_length <= model.max_seq_len and checkpoint.every_steps > 0
