@@ -354,11 +354,7 @@ def _plot_curves(output_dir: str, report_dir: str) -> list[str]:
         ax.set_xlabel("step")
         ax.set_ylabel("loss (nats/token)")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(report_dir, "loss_curves.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, os.path.join(report_dir, "loss_curves.png")))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for cell in ("pretrain_code", "sft_cc", "sft_uniform", "sft_stepwise_increase",
@@ -378,12 +374,17 @@ def _plot_curves(output_dir: str, report_dir: str) -> list[str]:
     ax.set_ylabel("code share of the batch rows")
     ax.set_title("realised code share (running mean)")
     ax.legend(fontsize=8)
+    written.append(_save(fig, os.path.join(report_dir, "code_share.png")))
+    return written
+
+
+def _save(fig, path: str) -> str:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = os.path.join(report_dir, "code_share.png")
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    written.append(path)
-    return written
+    return path
 
 
 def write_report(scale_name: str, output_dir: str, wall_seconds: float) -> str:
@@ -422,6 +423,15 @@ def write_report(scale_name: str, output_dir: str, wall_seconds: float) -> str:
                       "mixing is exact, so their batches, and numbers, are identical.", ""]
         report._plot(raw, labels, title, os.path.join(report_dir, f"table_{number}.png"))
         lines += [f"![{title}](table_{number}.png)", ""]
+
+    cut = sorted({(task, r["tasks"][task].get("truncated", 0)
+                   + r["tasks"][task].get("truncated_prompts", 0))
+                  for r in results.values() for task in r["tasks"]} - {(t, 0) for t in tasks})
+    if cut:
+        lines += ["Inputs longer than the model's context were cut (prompts keep their end, "
+                  "an over-long scored answer its start; per example in the results JSON): "
+                  + "; ".join(
+                      f"{task}: {n} of each model's examples" for task, n in cut) + ".", ""]
 
     comparisons = compare(results, scale.bootstrap_resamples)
     with open(os.path.join(report_dir, "comparisons.json"), "w") as f:

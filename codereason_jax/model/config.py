@@ -160,4 +160,4 @@ def check_vocabulary_fits(vocabulary: Any, model_config: PanGuConfig) -> None:
         raise ConfigError(
             f"the tasks' vocabulary has {vocabulary.vocab_size} ids but "
             f"PanGuConfig.vocab_size={model_config.vocab_size}; bind PanGuConfig.vocab_size >= "
-            f"{vocabulary.vocab_size} or choose another vocabulary (TrainConfig.vocabulary).")
+            f"{vocabulary.vocab_size} or choose another vocabulary (TrainConfig.vocabulary / EvalConfig.vocabulary).")
