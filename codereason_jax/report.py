@@ -29,7 +29,8 @@ TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
           ("eval_scienceqa", "eval_scienceqa_cot", "eval_ekar", "eval_ekar_cot")),
     "6": ("Table 6: code:text mixing strategies in instruction tuning", SIX_TASKS),
     "embedded": ("Embedded default tasks", ("eval_embedded_codeqa", "eval_embedded_codegen",
-                                            "embedded_text", "embedded_code")),
+                                            "eval_embedded_codecomplete", "embedded_text",
+                                            "embedded_code")),
 }
 
 

@@ -42,7 +42,8 @@ LABELS = {"pretrain_nl": "NL", "pretrain_code": "CODE", "sft_nn": "NN", "sft_nc"
           "sft_cn": "CN", "sft_cc": "CC", "sft_uniform": "Uniform",
           "sft_stepwise_increase": "Stepwise Inc.", "sft_stepwise_decrease": "Stepwise Dec."}
 EVAL_GIN = "gin/eval/embedded.gin"
-CODE_TASKS = ("eval_embedded_codeqa", "eval_embedded_codegen", "embedded_code")
+CODE_TASKS = ("eval_embedded_codeqa", "eval_embedded_codegen", "eval_embedded_codecomplete",
+              "embedded_code")
 
 
 @dataclasses.dataclass(frozen=True)

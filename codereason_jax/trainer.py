@@ -30,6 +30,7 @@ from codereason_jax.losses import cross_entropy
 from codereason_jax.model import PanGuConfig, PanGuDecoder
 from codereason_jax.model.config import ConfigError, check_vocabulary_fits
 from codereason_jax.optim import OptimizerConfig
+from seqio_tasks.mixing import DEFAULT_ROW_SHUFFLE_BUFFER
 
 if TYPE_CHECKING:  # Orbax and gin only where a run is set up: the train step needs neither
     from codereason_jax.checkpoints import CheckpointConfig
@@ -52,6 +53,9 @@ class TrainConfig:
     log_every: int = 10
     pack_instructions: bool = False
     overlong: str = "drop"
+    # Packed rows each pre-training stream shuffles through, so that the rows of one long
+    # document spread over many batches (0: packing order, as the paper's pipeline).
+    row_shuffle_buffer: int = DEFAULT_ROW_SHUFFLE_BUFFER
     # Stop after this many consecutive steps with a non-finite loss or gradient.
     max_consecutive_nonfinite: int = 5
     # Fine-tuning: initialise params from this run (or checkpoints/) directory, step 0 (a
@@ -84,6 +88,9 @@ class TrainConfig:
                      "log_every", "max_consecutive_nonfinite"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)} must be > 0.")
+        if self.row_shuffle_buffer < 0:
+            raise ConfigError(f"TrainConfig.row_shuffle_buffer={self.row_shuffle_buffer} must "
+                              "be >= 0 (0: rows in packing order).")
         if self.batch_size % self.grad_accumulation:
             raise ConfigError(
                 f"TrainConfig.batch_size={self.batch_size} is not divisible by "
@@ -287,7 +294,7 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
             batch_size=config.batch_size, seed=config.seed, start_step=start_step,
             total_steps=config.num_steps, host_index=jax.process_index(),
             host_count=jax.process_count(), pack_instructions=config.pack_instructions,
-            overlong=config.overlong)
+            overlong=config.overlong, row_shuffle_buffer=config.row_shuffle_buffer)
         evaluator = (_make_evaluator(model, model_config, config, rules, batch_sharding,
                                      data.plan.sources) if config.eval_every else None)
         if on_start is not None:
@@ -311,7 +318,7 @@ def _make_evaluator(model, model_config, config, rules, batch_sharding, sources)
             task, sequence_length=config.sequence_length, batch_size=config.batch_size,
             seed=config.seed, split="validation", host_index=jax.process_index(),
             host_count=jax.process_count(), pack_instructions=config.pack_instructions,
-            overlong=config.overlong)
+            overlong=config.overlong, row_shuffle_buffer=config.row_shuffle_buffer)
         batches[task] = [{k: v for k, v in next(iterator).items() if k != "source_ids"}
                          for _ in range(config.eval_batches)]
 

@@ -62,10 +62,14 @@ class EmbeddedVocabulary(seqio.SentencePieceVocabulary):
 
     def __init__(self, vocab_size: int = DEFAULT_VOCAB_SIZE):
         self._target_size = vocab_size
+        self._trained = False
         super().__init__(default_model_path(vocab_size))
 
     def _model_context(self):
-        ensure_default_model(self._target_size)
+        # Every encode, decode and id lookup comes through here: check the file once.
+        if not self._trained:
+            ensure_default_model(self._target_size)
+            self._trained = True
         return super()._model_context()
 
 

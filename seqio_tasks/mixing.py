@@ -1,7 +1,10 @@
 """Deterministic global batches from a mixing schedule: batch(step) = f(seed, step, schedule, data).
 
 Each task is one *stream*: its SeqIO dataset, shuffled per epoch with a seed derived from
-(seed, task, epoch), tokenized, and packed into rows (``seqio_tasks.packing``). Mixing happens
+(seed, task, epoch), tokenized, packed into rows (``seqio_tasks.packing``), and the rows
+shuffled again through a seeded buffer (``row_shuffle_buffer``): concat packing cuts a long
+document into consecutive rows, and without the second shuffle one source file fills whole
+batches. Mixing happens
 between whole rows: within a stage with integer weights w_1..w_J (period W = Σw), row r of the
 stage comes from the source ``pattern[r mod W]``, a smooth interleaving with exactly w_j slots
 for source j per period. So every window of W rows has the exact shares, any batch is within
@@ -122,19 +125,30 @@ def stream_seed(seed: int, task: str, epoch: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+# Packed rows held by each stream's row shuffle: at 1024 tokens a row, a million tokens
+# (a few MB of host memory per stream), enough to spread a long document over many batches.
+DEFAULT_ROW_SHUFFLE_BUFFER = 1024
+
+
 class SourceStream:
     """The endless, deterministic sequence of packed rows of one SeqIO task."""
 
     def __init__(self, task: Any, split: str, seed: int, packer_factory,
-                 shuffle_buffer_size: int | None = None):
+                 shuffle_buffer_size: int | None = None,
+                 row_shuffle_buffer: int = DEFAULT_ROW_SHUFFLE_BUFFER):
+        if row_shuffle_buffer < 0:
+            raise ValueError(f"row_shuffle_buffer={row_shuffle_buffer} must be >= 0 (0: rows "
+                             "in packing order).")
         self.task = task
         self.split = split
         self.seed = seed
         self.packer = packer_factory()
         self.shuffle_buffer_size = shuffle_buffer_size
+        self.row_shuffle_buffer = row_shuffle_buffer
         self.epoch = 0
         self.position = 0  # rows produced so far
-        self._rows = self._generate()
+        packed = self._generate()
+        self._rows = self._shuffled(packed) if row_shuffle_buffer > 1 else packed
 
     def _examples(self, epoch: int) -> Iterator[Mapping[str, np.ndarray]]:
         ds = self.task.get_dataset(sequence_length=None, split=self.split, shuffle=True,
@@ -164,6 +178,16 @@ class SourceStream:
                     f"Every example of task {self.task.name!r} split {self.split!r} is longer "
                     f"than a row of {stats.row_length} tokens and was dropped; raise the "
                     "sequence length or use overlong='truncate'.")
+
+    def _shuffled(self, rows: Iterator[packing.Row]) -> Iterator[packing.Row]:
+        """A seeded buffer shuffle of an endless row sequence: deterministic for (seed, task),
+        so a resumed stream that skips n rows is where the uninterrupted one was."""
+        rng = np.random.default_rng(stream_seed(self.seed, f"{self.task.name}/rows", 0))
+        buffer = [next(rows) for _ in range(self.row_shuffle_buffer)]
+        for row in rows:
+            i = int(rng.integers(len(buffer)))
+            yield buffer[i]
+            buffer[i] = row
 
     def next_row(self) -> packing.Row:
         self.position += 1
@@ -225,10 +249,14 @@ class MixtureIterator:
 def mixture_iterator(name: str, *, sequence_length: int, batch_size: int, seed: int = 0,
                      split: str = "train", start_step: int = 0, total_steps: int | None = None,
                      host_index: int = 0, host_count: int = 1, pack_instructions: bool = False,
-                     overlong: str = "drop") -> MixtureIterator:
+                     overlong: str = "drop",
+                     row_shuffle_buffer: int = DEFAULT_ROW_SHUFFLE_BUFFER) -> MixtureIterator:
     """Host-local batches of a schedule, static mixture or task registered by name.
 
-    ``total_steps`` places the phases of registered schedules (default: a 1000-step run).
+    ``total_steps`` places the phases of registered schedules (default: a 1000-step run);
+    ``row_shuffle_buffer`` is the rows the row shuffle of each pre-training (concat-packed)
+    stream holds (0 or 1: packing order). Instruction streams hold whole examples a row, already
+    shuffled per epoch, and are not shuffled again.
     """
     import seqio
 
@@ -241,5 +269,8 @@ def mixture_iterator(name: str, *, sequence_length: int, batch_size: int, seed: 
     for task_name in plan.sources:
         task = seqio.get_mixture_or_task(task_name)
         factory = default_packer_factory(task, sequence_length, pack_instructions, overlong)
-        streams[task_name] = SourceStream(task, split, seed, factory)
+        concat_packed = "inputs" not in task.output_features
+        streams[task_name] = SourceStream(
+            task, split, seed, factory, row_shuffle_buffer=row_shuffle_buffer if concat_packed
+            else 0)
     return MixtureIterator(plan, streams, start_step, host_index, host_count)

@@ -18,7 +18,7 @@ Task families (features; how ``seqio_tasks.mixing`` packs them):
   ``eval_ocnli``, ``eval_cmnli``, ``eval_embedded_codeqa``;
 - evaluation, generation (``inputs`` = prompt, ``targets`` = reference, ``extra`` = JSON with
   tests or further references): ``eval_mbpp``, ``eval_mbpp_with_tests``, ``eval_dureader``,
-  ``eval_embedded_codegen``.
+  ``eval_embedded_codegen``, ``eval_embedded_codecomplete``.
 
 Real datasets are read from local copies under $CODEREASON_DATA_DIR (see
 ``seqio_tasks.sources``); a missing file fails with the path to put it at.
@@ -142,6 +142,8 @@ def _embedded_generation(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 add_generation_task("eval_embedded_codegen", embedded.code_instructions, _embedded_generation,
+                    EMBEDDED_SPLITS)
+add_generation_task("eval_embedded_codecomplete", embedded.code_completions, dict,
                     EMBEDDED_SPLITS)
 
 # --- the paper's evaluation benchmarks (local copies of the original files) ---------------

@@ -172,6 +172,37 @@ def test_host_count_changes_only_who_materialises_rows():
                                 host_count=3)
 
 
+def test_pretraining_resume_replays_the_row_shuffle():
+    full = _batches("pretrain_code_embedded", 6, seed=2)
+    resumed = _batches("pretrain_code_embedded", 2, seed=2, start_step=4)
+    for a, b in zip(full[4:], resumed):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def _stream_rows(buffer, n):
+    task = seqio.get_mixture_or_task("embedded_code")
+    stream = mixing.SourceStream(task, "train", 5, mixing.default_packer_factory(task, 32),
+                                 row_shuffle_buffer=buffer)
+    return [stream.next_row()["inputs"].tobytes() for _ in range(n)]
+
+
+def test_row_shuffle_reorders_rows_without_losing_or_repeating_any():
+    packed = _stream_rows(0, 400)
+    shuffled = _stream_rows(64, 336)
+    # The first k outputs are drawn from the first 64 + k packed rows, each at most once.
+    assert len(set(shuffled)) == len(shuffled) and set(shuffled) <= set(packed)
+    assert shuffled != packed[:336]
+    # Consecutive packed rows (one long file cut into pieces) are spread apart.
+    position = {row: i for i, row in enumerate(shuffled)}
+    gaps = [abs(position[b] - position[a]) for a, b in zip(packed, packed[1:])
+            if a in position and b in position]
+    assert np.median(gaps) > 10
+    assert _stream_rows(64, 50) == shuffled[:50]  # deterministic
+    with pytest.raises(ValueError, match="row_shuffle_buffer=-1"):
+        mixing.SourceStream(None, "train", 0, lambda: None, row_shuffle_buffer=-1)
+
+
 def test_pretraining_rows_are_dense_and_document_local():
     (batch,) = _batches("pretrain_code_embedded", 1, seed=0)
     assert (batch["segment_ids"] > 0).all()  # dense: no padding at all
@@ -211,6 +242,7 @@ EMBEDDED_NAMES = sorted([n for n in seqio.TaskRegistry.names() if "embedded" in 
 
 @pytest.mark.parametrize("name", [
     "embedded_text", "embedded_code", "embedded_code_instructions", "eval_embedded_codegen",
+    "eval_embedded_codecomplete",
     "pretrain_code_embedded", "sft_text_code_by_examples_embedded",
     "sft_stepwise_decrease_embedded_stage1"])
 def test_plain_seqio_access(name):
@@ -244,6 +276,22 @@ def test_default_vocabulary_round_trips_unseen_python_exactly():
     import tensorflow as tf
     text = files[0]
     assert vocab.decode_tf(vocab.encode_tf(tf.constant(text))).numpy().decode() == text
+
+
+def test_code_completions_split_functions_after_their_docstring():
+    import ast
+
+    items = list(embedded.code_completions("validation"))
+    assert len(items) > 50
+    for item in items[:40]:
+        head, body = item["prompt"], item["reference"]
+        (func,) = ast.parse(head + body).body  # the two halves are one whole function
+        assert isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef))
+        docstring = ast.get_docstring(func)
+        assert docstring and body.strip()
+        assert head.rstrip().endswith(('"""', "'''", '"', "'"))  # the docstring closes it
+        assert docstring.splitlines()[0].strip() in head
+        assert body.startswith((" ", "\t"))  # the body, indented under the signature
 
 
 def test_embedded_splits_are_disjoint_and_stable():

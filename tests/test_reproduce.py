@@ -74,7 +74,8 @@ def test_micro_reproduction_runs_reports_and_resumes(tmp_path):
         assert (report_dir / name).stat().st_size > 5000, name
     results = json.loads((out / "eval" / "sft_cc.json").read_text())
     assert set(results["tasks"]) == {"eval_embedded_codeqa", "eval_embedded_codegen",
-                                     "embedded_text", "embedded_code"}
+                                     "eval_embedded_codecomplete", "embedded_text",
+                                     "embedded_code"}
     # CC: tuned from the CODE model on text and code instructions.
     config = (out / "runs" / "sft_cc" / "config.gin").read_text()
     assert "TrainConfig.init_from = %CODE_BASE" in config

@@ -127,10 +127,10 @@ def generation(config: PanGuConfig, params: Any = None, batch_size: int = 1,
 
 
 # ------------------------------------------------------------------ whole loop on the device
-# The evaluator's generate() runs one jitted step per token from Python and reads every token
-# back (it stops at EOS); on a fast accelerator that loop is bound by dispatch, not by the
-# model. These two greedy loops run entirely on the device (lax.fori_loop), which isolates what
-# the KV cache saves: one token's work per step instead of a whole forward pass.
+# The evaluator's generate() decodes in one compiled loop that stops at EOS, then reads the
+# tokens back. These two greedy loops always run all new_tokens steps on the device
+# (lax.fori_loop), which isolates what the KV cache saves: one token's work per step instead
+# of a whole forward pass.
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

@@ -64,47 +64,50 @@ def generate(model: PanGuDecoder, params: Any, prompts: Sequence[Sequence[int]],
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generating", unit="batch", disable=None, leave=False):
         outputs += _generate_batch(model, params, prompts[start:start + batch_size], eos_id,
-                                   config, batch_index=start // batch_size)
+                                   config, start // batch_size, batch_size)
     return outputs
 
 
-def _generate_batch(model, params, prompts, eos_id, config, batch_index):
+# Prompt widths are padded up to a multiple of this, and every batch to ``batch_size`` rows, so
+# a whole evaluation compiles a handful of shapes instead of one per batch.
+WIDTH_BUCKET = 64
+
+
+def _bucketed_width(width: int, max_new_tokens: int, max_seq_len: int) -> int:
+    return min(-(-width // WIDTH_BUCKET) * WIDTH_BUCKET, max_seq_len - max_new_tokens)
+
+
+def _generate_batch(model, params, prompts, eos_id, config, batch_index, batch_size):
     vocab = model.config.vocab_size
     n = len(prompts)
-    width = max(len(p) for p in prompts)
-    total = width + config.max_new_tokens
-    if total > model.config.max_seq_len:
+    longest = max(len(p) for p in prompts)
+    if longest + config.max_new_tokens > model.config.max_seq_len:
         raise ValueError(
-            f"Prompt of {width} tokens + max_new_tokens={config.max_new_tokens} exceeds the "
+            f"Prompt of {longest} tokens + max_new_tokens={config.max_new_tokens} exceeds the "
             f"model's context of {model.config.max_seq_len}; shorten the prompt or generate "
             "fewer tokens.")
-    tokens = np.zeros((n, width), np.int32)
-    segments = np.zeros((n, width), np.int32)
-    positions = np.zeros((n, width), np.int32)
+    width = _bucketed_width(longest, config.max_new_tokens, model.config.max_seq_len)
+    rows = max(n, batch_size)
+    # Filler rows (a batch smaller than batch_size) hold one token and start finished.
+    prompts = list(prompts) + [[0]] * (rows - n)
+    tokens = np.zeros((rows, width), np.int32)
+    segments = np.zeros((rows, width), np.int32)
+    positions = np.zeros((rows, width), np.int32)
     for i, prompt in enumerate(prompts):
         pad = width - len(prompt)
         tokens[i, pad:] = prompt
         segments[i, pad:] = 1
         positions[i, pad:] = np.arange(len(prompt))
-    cache = decoding.init_cache(model, params, n, total)
+    cache = decoding.init_cache(model, params, rows, width + config.max_new_tokens)
     logits, cache = _extend(model, params, cache, tokens, positions, segments)
     next_positions = np.array([len(p) for p in prompts], np.int32)
-    counts = jnp.zeros((n, vocab), jnp.float32)
+    finished = np.arange(rows) >= n
     base_key = jax.random.fold_in(jax.random.key(config.seed), batch_index)
-    last = logits[:, -1]
-    generated = np.zeros((n, config.max_new_tokens), np.int32)
-    finished = np.zeros(n, bool)
-    for step in range(config.max_new_tokens):
-        token, counts, last, cache = _step(model, params, cache, last, counts,
-                                           jax.random.fold_in(base_key, step),
-                                           next_positions[:, None] + step, config)
-        token = np.asarray(token)
-        generated[:, step] = token
-        finished |= token == eos_id
-        if finished.all():
-            break
+    generated = np.asarray(_decode(model, params, cache, logits[:, -1],
+                                   jnp.zeros((rows, vocab), jnp.float32), base_key,
+                                   next_positions, finished, eos_id, config))
     results = []
-    for row in generated:
+    for row in generated[:n]:
         stop = np.flatnonzero(row == eos_id)
         results.append(row[:stop[0]].tolist() if stop.size else row.tolist())
     return results
@@ -115,10 +118,27 @@ def _extend(model, params, cache, tokens, positions, segments):
     return decoding.extend(model, params, cache, tokens, positions, segments)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 7))
-def _step(model, params, cache, last_logits, counts, key, positions, config):
-    token = _choose(last_logits, counts, key, config)
-    counts = counts.at[jnp.arange(token.shape[0]), token].add(1.0)
-    logits, cache = decoding.extend(model, params, cache, token[:, None].astype(jnp.int32),
-                                    positions.astype(jnp.int32))
-    return token, counts, logits[:, -1], cache
+@functools.partial(jax.jit, static_argnums=(0, 9))
+def _decode(model, params, cache, last_logits, counts, base_key, next_positions, finished,
+            eos_id, config):
+    """Up to max_new_tokens tokens a row, in one compiled loop that stops once every row has
+    produced EOS (a row's tokens after its EOS are discarded by the caller)."""
+    rows = last_logits.shape[0]
+    generated = jnp.full((rows, config.max_new_tokens), -1, jnp.int32)
+
+    def not_done(carry):
+        step, _, _, _, _, finished = carry
+        return (step < config.max_new_tokens) & ~jnp.all(finished)
+
+    def body(carry):
+        step, cache, last, counts, generated, finished = carry
+        token = _choose(last, counts, jax.random.fold_in(base_key, step), config)
+        token = token.astype(jnp.int32)
+        counts = counts.at[jnp.arange(rows), token].add(1.0)
+        generated = generated.at[:, step].set(token)
+        logits, cache = decoding.extend(model, params, cache, token[:, None],
+                                        (next_positions + step)[:, None])
+        return step + 1, cache, logits[:, -1], counts, generated, finished | (token == eos_id)
+
+    carry = (jnp.int32(0), cache, last_logits, counts, generated, jnp.asarray(finished))
+    return jax.lax.while_loop(not_done, body, carry)[4]

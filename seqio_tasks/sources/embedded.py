@@ -35,6 +35,7 @@ MIN_PROSE_CHARS = 200
 MAX_FUNCTION_LINES = 60
 
 
+@functools.lru_cache(maxsize=1)
 def stdlib_root() -> str:
     return sysconfig.get_paths()["stdlib"]
 
@@ -97,6 +98,10 @@ class Documented:
     kind: str  # "module", "class" or "function"
     docstring: str
     source: str  # the function's source without its docstring, dedented ("" for others)
+    # A function split after its docstring, dedented alike: the signature and docstring, and
+    # the body that follows ("" for others and for docstring-only functions).
+    head: str = ""
+    body: str = ""
 
 
 @functools.lru_cache(maxsize=None)
@@ -123,8 +128,10 @@ def _documented_in(relpath: str) -> tuple[Documented, ...]:
                 if doc:
                     is_function = not isinstance(child, ast.ClassDef)
                     source = _source_without_docstring(child, lines) if is_function else ""
+                    head, body = _split_after_docstring(child, lines) if is_function else ("", "")
                     found.append(Documented(relpath, qualname,
-                                            "function" if is_function else "class", doc, source))
+                                            "function" if is_function else "class", doc, source,
+                                            head, body))
                 visit(child, qualname + ".")
 
     visit(tree, "")
@@ -165,6 +172,18 @@ def _source_without_docstring(func: ast.AST, lines: list[str]) -> str:
     return textwrap.dedent("".join(kept))
 
 
+def _split_after_docstring(func: ast.AST, lines: list[str]) -> tuple[str, str]:
+    """The function's source (decorators included) cut after its docstring statement, both
+    parts dedented by the function's own indent; ("", "") if nothing follows the docstring."""
+    start = min([d.lineno for d in func.decorator_list] + [func.lineno]) - 1
+    cut = func.body[0].end_lineno
+    if len(func.body) == 1 or func.body[1].lineno - 1 < cut:  # no body, or on the same line
+        return "", ""
+    text = textwrap.dedent("".join(lines[start:func.end_lineno]))
+    kept = text.splitlines(keepends=True)
+    return "".join(kept[:cut - start]), "".join(kept[cut - start:])
+
+
 def _functions(split: str) -> Iterator[Documented]:
     for relpath in stdlib_files():
         if split_of(relpath) != split:
@@ -185,6 +204,17 @@ def code_instructions(split: str) -> Iterator[dict[str, str]]:
         name = item.qualname.split(".")[-1]
         yield {"instruction": f"Write a Python function `{name}`. {summary}", "input": "",
                "output": item.source, "source": f"embedded:{item.path}:{item.qualname}"}
+
+
+def code_completions(split: str) -> Iterator[dict[str, str]]:
+    """HumanEval-style completions: a function's signature and docstring -> its body. This is
+    how a pre-trained (not instruction-tuned) model is asked for code: as the continuation of
+    a source file."""
+    _check_split(split)
+    for item in _functions(split):
+        if item.body.strip():
+            yield {"id": f"embedded:{item.path}:{item.qualname}", "prompt": item.head,
+                   "reference": item.body}
 
 
 def text_instructions(split: str) -> Iterator[dict[str, str]]:
@@ -218,6 +248,7 @@ def code_qa_pairs(split: str = "validation") -> Iterator[dict]:
                    "label": 0}
 
 
+@functools.lru_cache(maxsize=1)
 def corpus_fingerprint() -> str:
     """Identity of the embedded corpora on this interpreter (for caches and reports)."""
     h = hashlib.sha256(sys.version.encode())
