@@ -73,15 +73,15 @@ class EmbeddedVocabulary(seqio.SentencePieceVocabulary):
         return super()._model_context()
 
 
-_DEFAULT: EmbeddedVocabulary | None = None
+_EMBEDDED: dict[int, EmbeddedVocabulary] = {}
 
 
-def default_vocabulary() -> EmbeddedVocabulary:
-    """The process-wide default vocabulary (one object, so SeqIO sees one vocabulary)."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = EmbeddedVocabulary()
-    return _DEFAULT
+def default_vocabulary(vocab_size: int = DEFAULT_VOCAB_SIZE) -> EmbeddedVocabulary:
+    """The process-wide embedded vocabulary of this size (one object per size, so SeqIO sees
+    one vocabulary)."""
+    if vocab_size not in _EMBEDDED:
+        _EMBEDDED[vocab_size] = EmbeddedVocabulary(vocab_size)
+    return _EMBEDDED[vocab_size]
 
 
 # Which vocabulary the tasks tokenize with, chosen before ``seqio_tasks.tasks`` is imported:
@@ -101,7 +101,8 @@ def vocabulary_spec() -> str:
 def task_vocabulary(spec: str | None = None) -> seqio.Vocabulary:
     """The vocabulary named by ``spec`` (default: $CODEREASON_VOCABULARY, else "embedded").
 
-    "pangu:PATH" is the released PanGu-α tokenizer (vocab.model, 40,000 pieces) that the
+    "embedded" is our SentencePiece model of 8,192 pieces trained on the embedded corpora;
+    "embedded:N" the same with N pieces (trained and cached on first use). "pangu:PATH" is the released PanGu-α tokenizer (vocab.model, 40,000 pieces) that the
     converted PanGu-α weights need; "chatglm:PATH" the paper's CodePanGu tokenizer;
     "sentencepiece:PATH" any plain SentencePiece model.
     """
@@ -109,9 +110,15 @@ def task_vocabulary(spec: str | None = None) -> seqio.Vocabulary:
     if spec == "embedded":
         return default_vocabulary()
     kind, _, path = spec.partition(":")
+    if kind == "embedded":
+        if not path.isdigit() or not 256 <= int(path) <= 65536:
+            raise ValueError(f"vocabulary {spec!r}: the size after 'embedded:' must be an "
+                             "integer in [256, 65536], e.g. 'embedded:4096'.")
+        return default_vocabulary(int(path))
     if kind not in _KINDS or not path:
         raise ValueError(f"vocabulary {spec!r} (from ${VOCABULARY_ENV} or a `vocabulary` gin "
-                         f"binding) is not 'embedded' or KIND:PATH with KIND in {sorted(_KINDS)}.")
+                         f"binding) is not 'embedded', 'embedded:SIZE' or KIND:PATH with KIND in "
+                         f"{sorted(_KINDS)}.")
     path = os.path.expanduser(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"vocabulary file {path!r} (from {spec!r}) does not exist; put "

@@ -76,26 +76,36 @@ class ConcatPacker:
         self._doc_ids.append(np.full(tokens.size, self._next_doc, np.int64))
         self._next_doc += 1
         self._buffered += tokens.size
-        while self._buffered >= self.length + 1:
-            yield self._emit(self.length + 1)
+        n = self.length + 1
+        if self._buffered < n:
+            return
+        # One concatenation per document, then slices: a document of D tokens costs O(D), not
+        # O(D^2 / length) as re-concatenating the remainder for every row would.
+        pending, docs = self._take_all()
+        full = pending.size // n
+        rest = full * n
+        if rest < pending.size:
+            self._tokens, self._doc_ids = [pending[rest:]], [docs[rest:]]
+            self._buffered = pending.size - rest
+        for i in range(full):
+            yield self._row(pending[i * n:(i + 1) * n], docs[i * n:(i + 1) * n])
 
     def flush(self) -> Iterator[Row]:
         """Pad out the last partial chunk (at the end of a finite stream)."""
         if self._buffered >= 2:
-            yield self._emit(self._buffered)
+            yield self._row(*self._take_all())
         self._tokens, self._doc_ids, self._buffered = [], [], 0
 
-    def _emit(self, n: int) -> Row:
-        tokens = np.concatenate(self._tokens)
-        docs = np.concatenate(self._doc_ids)
-        chunk, chunk_docs = tokens[:n], docs[:n]
-        rest, rest_docs = tokens[n:], docs[n:]
-        self._tokens = [rest] if rest.size else []
-        self._doc_ids = [rest_docs] if rest.size else []
-        self._buffered = rest.size
+    def _take_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """The buffered tokens and their document ids, leaving the buffer empty."""
+        tokens, docs = np.concatenate(self._tokens), np.concatenate(self._doc_ids)
+        self._tokens, self._doc_ids, self._buffered = [], [], 0
+        return tokens, docs
 
+    def _row(self, chunk: np.ndarray, chunk_docs: np.ndarray) -> Row:
+        """A row from a chunk of at most length + 1 tokens (inputs and targets shifted by one)."""
         row = _empty_row(self.length)
-        m = n - 1
+        m = chunk.size - 1
         row["inputs"][:m] = chunk[:-1]
         row["targets"][:m] = chunk[1:]
         row["inputs"][m:] = self.pad_id

@@ -41,6 +41,30 @@ def test_concat_packing_restarts_positions_and_never_drops():
     assert packer.stats.examples == 3 and packer.stats.real_tokens == 10
 
 
+def test_concat_packing_of_long_and_short_documents_matches_plain_chunking():
+    rng = np.random.default_rng(0)
+    lengths = [3, 1, 700, 5, 64, 9, 2000, 1, 30]  # documents much longer than a row, and tiny
+    docs = [np.append(rng.integers(3, 500, n - 1), 1) for n in lengths]
+    length = 16
+    packer = packing.ConcatPacker(length=length, pad_id=0)
+    rows = [row for doc in docs for row in packer.add(doc)] + list(packer.flush())
+    stream = np.concatenate(docs)
+    doc_of = np.concatenate([np.full(n, i) for i, n in enumerate(lengths)])
+    chunks = range(0, stream.size, length + 1)
+    assert len(rows) == len(chunks)
+    for row, start in zip(rows, chunks):
+        chunk = stream[start:start + length + 1]
+        m = chunk.size - 1
+        chunk_docs = doc_of[start:start + m]
+        np.testing.assert_array_equal(row["inputs"][:m], chunk[:-1])
+        np.testing.assert_array_equal(row["targets"][:m], chunk[1:])
+        _, first, segment = np.unique(chunk_docs, return_index=True, return_inverse=True)
+        np.testing.assert_array_equal(row["segment_ids"][:m], segment + 1)
+        np.testing.assert_array_equal(row["positions"][:m], np.arange(m) - first[segment])
+        assert (row["loss_weights"][m:] == 0).all() and (row["loss_weights"][:m] == 1).all()
+    assert packer.stats.real_tokens == stream.size - len(chunks)
+
+
 def test_instruction_rows_mask_the_prompt_exactly():
     packer = packing.OnePerRowPacker(length=8, pad_id=0)
     prompt, response = np.array([5, 6, 7]), np.array([8, 9, 1])

@@ -382,3 +382,34 @@ def test_mixture_budget_follows_mixing_rates(registered_tasks):
     documents = train_vocab.collect_documents(sources)
     assert documents[0] == registered_tasks["vocab_test_code"][0][:3000]
     assert sum(map(len, documents[1:])) == 1000  # prose, cut at its budget
+
+
+# -- vocabulary specs ----------------------------------------------------------------------------
+
+def test_embedded_size_spec_trains_once_and_names_bad_specs(monkeypatch, tmp_path, train_texts):
+    from seqio_tasks import default_vocabulary as D
+
+    monkeypatch.setenv("CODEREASON_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(D, "_EMBEDDED", {})
+    calls = []
+
+    def train_small(vocab_size):  # the corpus is small here; the flow is the real one
+        calls.append(vocab_size)
+        path = D.default_model_path(vocab_size)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not os.path.exists(path):
+            V.train_sentencepiece(train_texts, vocab_size, path)
+        return path
+
+    monkeypatch.setattr(D, "ensure_default_model", train_small)
+    vocab = D.task_vocabulary("embedded:600")
+    assert vocab is D.task_vocabulary("embedded:600")  # one object per size
+    for text in ("def f(x):\n    return x\n", "Code helps.", "    pass\n"):
+        assert vocab.decode(vocab.encode(text)) == text
+    assert vocab.vocab_size == 600
+    assert calls == [600]  # the model file is checked once, not on every encode and decode
+    for spec, message in (("embedded:abc", "must be an integer in"),
+                          ("embedded:100", "must be an integer in"),
+                          ("wordpiece:x", "'embedded:SIZE' or KIND:PATH")):
+        with pytest.raises(ValueError, match=message):
+            D.task_vocabulary(spec)
