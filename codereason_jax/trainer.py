@@ -30,6 +30,7 @@ from codereason_jax.losses import cross_entropy
 from codereason_jax.model import PanGuConfig, PanGuDecoder
 from codereason_jax.model.config import ConfigError, check_vocabulary_fits
 from codereason_jax.optim import OptimizerConfig
+from codereason_jax.prefetch import Prefetcher
 from seqio_tasks.mixing import DEFAULT_ROW_SHUFFLE_BUFFER
 
 if TYPE_CHECKING:  # Orbax and gin only where a run is set up: the train step needs neither
@@ -56,6 +57,9 @@ class TrainConfig:
     # Packed rows each pre-training stream shuffles through, so that the rows of one long
     # document spread over many batches (0: packing order, as the paper's pipeline).
     row_shuffle_buffer: int = DEFAULT_ROW_SHUFFLE_BUFFER
+    # Host batches prepared ahead in a background thread while the device runs the current
+    # step (0: prepare each batch only when it is needed). Batches are the same either way.
+    prefetch_batches: int = 2
     # Stop after this many consecutive steps with a non-finite loss or gradient.
     max_consecutive_nonfinite: int = 5
     # Fine-tuning: initialise params from this run (or checkpoints/) directory, step 0 (a
@@ -88,6 +92,9 @@ class TrainConfig:
                      "log_every", "max_consecutive_nonfinite"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)} must be > 0.")
+        if self.prefetch_batches < 0:
+            raise ConfigError(f"TrainConfig.prefetch_batches={self.prefetch_batches} must be "
+                              ">= 0 (0: no prefetching).")
         if self.row_shuffle_buffer < 0:
             raise ConfigError(f"TrainConfig.row_shuffle_buffer={self.row_shuffle_buffer} must "
                               "be >= 0 (0: rows in packing order).")
@@ -295,13 +302,19 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
             total_steps=config.num_steps, host_index=jax.process_index(),
             host_count=jax.process_count(), pack_instructions=config.pack_instructions,
             overlong=config.overlong, row_shuffle_buffer=config.row_shuffle_buffer)
+        if config.prefetch_batches:
+            data = Prefetcher(data, config.prefetch_batches)
         evaluator = (_make_evaluator(model, model_config, config, rules, batch_sharding,
                                      data.plan.sources) if config.eval_every else None)
         if on_start is not None:
             on_start()
-        summary = _loop(step_fn, params, opt_state, data, start_step, config, model_config,
-                        learning_rate, checkpoints, meta_base, batch_sharding, run_dir,
-                        is_chief, metrics_lib, peak, evaluator)
+        try:
+            summary = _loop(step_fn, params, opt_state, data, start_step, config, model_config,
+                            learning_rate, checkpoints, meta_base, batch_sharding, run_dir,
+                            is_chief, metrics_lib, peak, evaluator)
+        finally:
+            if isinstance(data, Prefetcher):
+                data.close()
     checkpoints.close()
     return summary
 
