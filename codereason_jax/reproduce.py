@@ -76,7 +76,7 @@ class Scale:
 CPU_SPEED_BINDINGS = ("PanGuConfig.block_barrier=True", "PanGuConfig.head_vjp=True")
 
 SCALES = {
-    # The tiny PanGu-α on the embedded corpora; about 40 minutes on 2 CPU cores.
+    # The tiny PanGu-α on the embedded corpora; 34 minutes on 2 idle CPU cores.
     "mini": Scale(model_gin="gin/models/pangu_tiny.gin", sequence_length=256,
                   pretrain_steps=1000, pretrain_batch=8, pretrain_learning_rate=2e-3,
                   pretrain_warmup=60, sft_steps=150, sft_batch=8, sft_learning_rate=1e-3,
@@ -343,6 +343,11 @@ def _read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _running_mean(values: np.ndarray, window: int) -> tuple[np.ndarray, int]:
+    """Means over ``window`` consecutive values (one step's batch is a few rows: noisy)."""
+    return np.convolve(values, np.ones(window) / window, mode="valid"), window
+
+
 def _plot_curves(output_dir: str, report_dir: str) -> list[str]:
     import matplotlib
 
@@ -356,9 +361,15 @@ def _plot_curves(output_dir: str, report_dir: str) -> list[str]:
         for cell in cells:
             records = _read_jsonl(os.path.join(run_dir(output_dir, cell), "metrics.jsonl"))
             if records:
-                ax.plot([r["step"] for r in records], [r["loss"] for r in records],
-                        label=LABELS[cell], linewidth=1)
-        ax.set_title(f"training loss: {title}")
+                steps = np.array([r["step"] for r in records])
+                loss = np.array([r["loss"] for r in records])
+                # A batch is a few rows, so per-step losses are noisy: each step faintly, and
+                # a running mean over a twentieth of the run on top.
+                line, = ax.plot(steps, loss, linewidth=0.5, alpha=0.25)
+                smooth, window = _running_mean(loss, max(1, len(loss) // 20))
+                ax.plot(steps[window - 1:], smooth, color=line.get_color(), linewidth=1.5,
+                        label=LABELS[cell])
+        ax.set_title(f"training loss: {title} (running mean)")
         ax.set_xlabel("step")
         ax.set_ylabel("loss (nats/token)")
         ax.legend(fontsize=8)
@@ -374,9 +385,7 @@ def _plot_curves(output_dir: str, report_dir: str) -> list[str]:
             continue
         steps = np.array([r["step"] for r in records], np.float64)
         share = np.array([r[keys[0]] for r in records])
-        # Running mean over a window of steps: one step's batch is a few rows.
-        window = max(1, len(share) // 20)
-        smooth = np.convolve(share, np.ones(window) / window, mode="valid")
+        smooth, window = _running_mean(share, max(1, len(share) // 20))
         ax.plot(steps[window - 1:] / steps[-1], smooth, label=LABELS[cell], linewidth=1)
     ax.set_xlabel("fraction of the run")
     ax.set_ylabel("code share of the batch rows")
