@@ -434,7 +434,7 @@ def suite_eval(args: argparse.Namespace) -> list[dict[str, Any]]:
             config, batch_size=args.gen_batch, prompt_len=args.gen_prompt,
             new_tokens=args.gen_tokens, with_no_cache=args.no_cache_baseline in ("auto", True)))
         rows.append({"suite": "eval", "kind": "generation", "config": name,
-                     "loop": "evaluator (host loop, one dispatch per token)",
+                     "loop": "evaluator (compiled loop, stops at EOS)",
                      "model": configs.describe(config), **gen})
         _print(format_rows([rows[-1]]))
         _print(f"[bench] eval {name}: generation of {args.gen_tokens} tokens, loop on device ...")
@@ -522,7 +522,7 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
                          f"candidates, batch {r['batch_size']}) | "
                          f"{_fmt(r['scored_tokens_per_s'])} scored tok/s")
         elif suite == "eval" and r.get("kind") == "generation":
-            loop = "device loop" if "device" in str(r.get("loop")) else "host loop"
+            loop = "device loop" if "device" in str(r.get("loop")) else "evaluator"
             line = (f"  eval     {r['config']} generation ({loop}) B={r['batch_size']} "
                     f"{r['new_tokens']} tokens: KV cache {_fmt(r['cache_tokens_per_s'])} tok/s")
             if "no_cache_tokens_per_s" in r:
