@@ -4,12 +4,12 @@ Each task is one *stream*: its SeqIO dataset, shuffled per epoch with a seed der
 (seed, task, epoch), tokenized, packed into rows (``seqio_tasks.packing``), and the rows
 shuffled again through a seeded buffer (``row_shuffle_buffer``): concat packing cuts a long
 document into consecutive rows, and without the second shuffle one source file fills whole
-batches. Mixing happens
-between whole rows: within a stage with integer weights w_1..w_J (period W = Σw), row r of the
-stage comes from the source ``pattern[r mod W]``, a smooth interleaving with exactly w_j slots
-for source j per period. So every window of W rows has the exact shares, any batch is within
-one row of them, and the k-th row a source contributes is a closed-form function of the global
-row index: a run resumed at step s skips exactly what an uninterrupted run consumed.
+batches. Mixing happens between whole rows: within a stage with integer weights w_1..w_J
+(period W = Σw), row r of the stage comes from the source ``pattern[r mod W]``, a smooth
+interleaving with exactly w_j slots for source j per period. So every window of W rows has the
+exact shares, any batch is within one row of them, and the k-th row a source contributes is a
+closed-form function of the global row index: a run resumed at step s skips exactly what an
+uninterrupted run consumed.
 
 Hosts: host h of H materialises rows [h·B/H, (h+1)·B/H) of each global batch. Every host reads
 every stream (rows for other hosts are packed and discarded), so the content of a batch never

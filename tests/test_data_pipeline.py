@@ -315,7 +315,7 @@ def test_code_completions_split_functions_after_their_docstring():
         assert docstring and body.strip()
         assert head.rstrip().endswith(('"""', "'''", '"', "'"))  # the docstring closes it
         assert docstring.splitlines()[0].strip() in head
-        assert body.startswith((" ", "\t"))  # the body, indented under the signature
+        assert body.lstrip("\n").startswith((" ", "\t"))  # indented under the signature
 
 
 def test_embedded_splits_are_disjoint_and_stable():

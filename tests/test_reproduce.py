@@ -64,8 +64,8 @@ def test_micro_reproduction_runs_reports_and_resumes(tmp_path):
                   "| CC | Uniform | Stepwise Inc. | Stepwise Dec. |"):
         assert label in summary
     comparisons = json.loads((report_dir / "comparisons.json").read_text())
-    # 7 questions x 4 measures, each with an interval and a verdict.
-    assert len(comparisons) == 7 * 4
+    # 7 questions x 5 measures, each with an interval and a verdict.
+    assert len(comparisons) == 7 * 5
     for c in comparisons:
         assert c["ci_low"] <= c["improvement"] <= c["ci_high"]
         assert c["verdict"] in (f"{c['b']} better", f"{c['a']} better", "within noise")
