@@ -102,9 +102,10 @@ def task_vocabulary(spec: str | None = None) -> seqio.Vocabulary:
     """The vocabulary named by ``spec`` (default: $CODEREASON_VOCABULARY, else "embedded").
 
     "embedded" is our SentencePiece model of 8,192 pieces trained on the embedded corpora;
-    "embedded:N" the same with N pieces (trained and cached on first use). "pangu:PATH" is the released PanGu-α tokenizer (vocab.model, 40,000 pieces) that the
-    converted PanGu-α weights need; "chatglm:PATH" the paper's CodePanGu tokenizer;
-    "sentencepiece:PATH" any plain SentencePiece model.
+    "embedded:N" the same with N pieces (trained and cached on first use). "pangu:PATH" is the
+    released PanGu-α tokenizer (vocab.model, 40,000 pieces) that the converted PanGu-α weights
+    need; "chatglm:PATH" the paper's CodePanGu tokenizer; "sentencepiece:PATH" any plain
+    SentencePiece model.
     """
     spec = vocabulary_spec() if spec is None else spec
     if spec == "embedded":

@@ -318,6 +318,30 @@ def test_code_completions_split_functions_after_their_docstring():
         assert body.lstrip("\n").startswith((" ", "\t"))  # indented under the signature
 
 
+def test_ast_parse_is_serialised_across_threads():
+    """tf.data generators parse the standard library while autograph parses in another thread;
+    CPython 3.11 corrupts its AST recursion counter if both run at once."""
+    import ast
+    import threading
+    import time
+
+    from seqio_tasks import threadsafe_ast
+
+    threadsafe_ast.install()
+    locked = ast.parse
+    threadsafe_ast.install()  # idempotent
+    assert ast.parse is locked and locked._codereason_locked
+    finished = threading.Event()
+    with threadsafe_ast._LOCK:
+        worker = threading.Thread(target=lambda: (ast.parse("x = [1]"), finished.set()))
+        worker.start()
+        time.sleep(0.2)
+        assert not finished.is_set()  # waits while another thread parses
+    worker.join(5)
+    assert finished.is_set()
+    assert ast.literal_eval("[1, 2]") == [1, 2]  # literal_eval goes through the same lock
+
+
 def test_embedded_splits_are_disjoint_and_stable():
     train = {d["id"] for d in embedded.code_documents("train")}
     validation = {d["id"] for d in embedded.code_documents("validation")}

@@ -62,7 +62,10 @@ def test_two_processes_match_one_process(tmp_path):
     step_a, params_a = final_params(str(tmp_path / "multi"))
     step_b, params_b = final_params(str(tmp_path / "single"))
     assert step_a == step_b == 6
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+    # atol: the attention key biases have an exactly zero gradient (softmax ignores a shift
+    # shared by all keys), so they hold only Adam-normalised rounding noise, which the
+    # reduction order changes (observed up to 1.2e-6 against weights of order 1e-2).
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                  params_a, params_b)
 
 
@@ -146,7 +149,10 @@ def test_two_processes_killed_after_a_checkpoint_resume_like_one_process(tmp_pat
     step_a, params_a = final_params(str(multi))
     step_b, params_b = final_params(str(single))
     assert step_a == step_b == num_steps
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+    # atol: the attention key biases have an exactly zero gradient (softmax ignores a shift
+    # shared by all keys), so they hold only Adam-normalised rounding noise, which the
+    # reduction order changes (observed up to 1.2e-6 against weights of order 1e-2).
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                  params_a, params_b)
 
 

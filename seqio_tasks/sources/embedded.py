@@ -24,7 +24,6 @@ import os
 import sys
 import sysconfig
 import textwrap
-import threading
 from typing import Iterator
 
 _EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__", "test", "tests",
@@ -34,10 +33,6 @@ SPLITS = ("train", "validation")
 # Docstrings shorter than this are mostly one-liners with little prose in them.
 MIN_PROSE_CHARS = 200
 MAX_FUNCTION_LINES = 60
-# CPython 3.11's parser keeps per-interpreter recursion state that two threads parsing at once
-# corrupt ("AST constructor recursion depth mismatch"); tf.data runs each source's generator in
-# its own thread, and the trainer's prefetcher adds another.
-_PARSE_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
@@ -115,8 +110,7 @@ def _documented_in(relpath: str) -> tuple[Documented, ...]:
     if text is None:
         return ()
     try:
-        with _PARSE_LOCK:
-            tree = ast.parse(text)
+        tree = ast.parse(text)  # thread-safe: see seqio_tasks.threadsafe_ast
     except SyntaxError:
         return ()  # a few stdlib files target other Python versions; they still count as code
     found = []
