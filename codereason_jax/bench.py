@@ -429,21 +429,18 @@ def suite_eval(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append({"suite": "eval", "kind": "multiple_choice", "config": name,
                      "model": configs.describe(config), **mc})
         _print(format_rows([rows[-1]]))
-        _print(f"[bench] eval {name}: generation of {args.gen_tokens} tokens ...")
-        gen = _guarded(f"eval {name} generation", lambda: evaluation.generation(
-            config, batch_size=args.gen_batch, prompt_len=args.gen_prompt,
-            new_tokens=args.gen_tokens, with_no_cache=args.no_cache_baseline in ("auto", True)))
-        rows.append({"suite": "eval", "kind": "generation", "config": name,
-                     "loop": "evaluator (compiled loop, stops at EOS)",
-                     "model": configs.describe(config), **gen})
-        _print(format_rows([rows[-1]]))
-        _print(f"[bench] eval {name}: generation of {args.gen_tokens} tokens, loop on device ...")
-        gen = _guarded(f"eval {name} generation on device", lambda: evaluation.generation_on_device(
-            config, batch_size=args.gen_batch, prompt_len=args.gen_prompt,
-            new_tokens=args.gen_tokens, with_no_cache=args.no_cache_baseline in ("auto", True)))
-        rows.append({"suite": "eval", "kind": "generation", "config": name,
-                     "model": configs.describe(config), **gen})
-        _print(format_rows([rows[-1]]))
+        # The evaluator's generate(), then greedy loops compiled whole (cached and uncached).
+        for label, measure, extra in (
+                ("", evaluation.generation, {"loop": "evaluator (compiled loop, stops at EOS)"}),
+                (", loop on device", evaluation.generation_on_device, {})):
+            _print(f"[bench] eval {name}: generation of {args.gen_tokens} tokens{label} ...")
+            gen = _guarded(f"eval {name} generation{label}", lambda measure=measure: measure(
+                config, batch_size=args.gen_batch, prompt_len=args.gen_prompt,
+                new_tokens=args.gen_tokens,
+                with_no_cache=args.no_cache_baseline in ("auto", True)))
+            rows.append({"suite": "eval", "kind": "generation", "config": name, **extra,
+                         "model": configs.describe(config), **gen})
+            _print(format_rows([rows[-1]]))
     return rows
 
 

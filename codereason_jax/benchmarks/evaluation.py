@@ -85,16 +85,23 @@ def _append_next_token(model, params, tokens, index):
     return jax.lax.dynamic_update_index_in_dim(tokens, token, index, axis=1)
 
 
+def _model_and_prompts(config: PanGuConfig, params: Any, batch_size: int, prompt_len: int,
+                       seed: int) -> tuple[PanGuDecoder, Any, np.ndarray]:
+    """The model, its params (initialised from ``seed`` unless given) and random prompts."""
+    model = PanGuDecoder(config)
+    params = init_params(model, seed) if params is None else params
+    rng = np.random.default_rng(seed)
+    prompts = rng.integers(1, config.vocab_size, (batch_size, prompt_len)).astype(np.int32)
+    return model, params, prompts
+
+
 def generation(config: PanGuConfig, params: Any = None, batch_size: int = 1,
                prompt_len: int = 16, new_tokens: int = 512, seed: int = 0,
                with_no_cache: bool = True) -> dict[str, Any]:
     """Generation tokens/s with the KV cache and without; both greedy from the same prompts."""
     from codereason_jax.evaluation import generation as gen
 
-    model = PanGuDecoder(config)
-    params = init_params(model, seed) if params is None else params
-    rng = np.random.default_rng(seed)
-    prompts = rng.integers(1, config.vocab_size, (batch_size, prompt_len)).astype(np.int32)
+    model, params, prompts = _model_and_prompts(config, params, batch_size, prompt_len, seed)
     sampling = gen.SamplingConfig(method="greedy", max_new_tokens=new_tokens)
     eos = -1  # never produced: every row generates exactly new_tokens tokens
 
@@ -176,11 +183,8 @@ def generation_on_device(config: PanGuConfig, params: Any = None, batch_size: in
                          prompt_len: int = 16, new_tokens: int = 512, seed: int = 0,
                          with_no_cache: bool = True) -> dict[str, Any]:
     """Greedy generation with the whole token loop in one compiled program, cache or not."""
-    model = PanGuDecoder(config)
-    params = init_params(model, seed) if params is None else params
-    rng = np.random.default_rng(seed)
-    prompts = jnp.asarray(
-        rng.integers(1, config.vocab_size, (batch_size, prompt_len)).astype(np.int32))
+    model, params, prompts = _model_and_prompts(config, params, batch_size, prompt_len, seed)
+    prompts = jnp.asarray(prompts)
     out: dict[str, Any] = {"batch_size": batch_size, "prompt_len": prompt_len,
                            "new_tokens": new_tokens, "loop": "on device (lax.fori_loop)"}
     variants = [("cache", _greedy_cached)] + (
