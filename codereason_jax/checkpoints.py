@@ -112,10 +112,9 @@ class RunCheckpoints:
         return None
 
 
-def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None = None
-                   ) -> tuple[int, Any]:
-    """Params of a checkpoint directory (a run dir or its ``checkpoints/``), restored directly
-    into ``abstract_params``' shardings: the source run's mesh does not matter."""
+def _checkpoint_steps(checkpoint_dir: str) -> tuple[str, list[int]]:
+    """The checkpoints/ directory of a run dir (or the directory itself) and its complete
+    steps, ascending."""
     directory = paths.resolve(checkpoint_dir)
     if paths.isdir(paths.join(directory, "checkpoints")):
         directory = paths.join(directory, "checkpoints")
@@ -125,11 +124,28 @@ def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None =
     manager = _manager(directory, CheckpointConfig(async_save=False), read_only=True)
     try:
         steps = sorted(manager.all_steps())
-        if not steps:
-            raise CheckpointError(f"{directory} holds no complete checkpoint.")
-        chosen = steps[-1] if step is None else step
-        if chosen not in steps:
-            raise CheckpointError(f"{directory} has no checkpoint at step {step}; it has {steps}.")
+    finally:
+        manager.close()
+    if not steps:
+        raise CheckpointError(f"{directory} holds no complete checkpoint.")
+    return directory, steps
+
+
+def latest_step(checkpoint_dir: str) -> int:
+    """The step ``restore_params`` restores by default, without reading any array."""
+    return _checkpoint_steps(checkpoint_dir)[1][-1]
+
+
+def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None = None
+                   ) -> tuple[int, Any]:
+    """Params of a checkpoint directory (a run dir or its ``checkpoints/``), restored directly
+    into ``abstract_params``' shardings: the source run's mesh does not matter."""
+    directory, steps = _checkpoint_steps(checkpoint_dir)
+    chosen = steps[-1] if step is None else step
+    if chosen not in steps:
+        raise CheckpointError(f"{directory} has no checkpoint at step {step}; it has {steps}.")
+    manager = _manager(directory, CheckpointConfig(async_save=False), read_only=True)
+    try:
         restored = manager.restore(chosen, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract_params)))
         return chosen, restored.params

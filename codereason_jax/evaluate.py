@@ -3,14 +3,22 @@
     python -m codereason_jax.evaluate --gin_file=gin/models/pangu_tiny.gin \\
         --checkpoint=runs/demo_cpu --tasks=eval_embedded_codeqa,eval_embedded_codegen \\
         --output=results.json [--gin.EvalConfig.mode="'corrected'"]
+    python -m codereason_jax.evaluate --check_data --gin_file=gin/eval/tables_2_3_6.gin
 
 Multiple-choice tasks are scored by ``codereason_jax.evaluation.scoring`` (mode ``paper``
 reproduces the released scorer, quirk included); generation tasks decode with the KV cache and
 report BLEU (the paper's one-segment computation and a proper corpus BLEU) and, where the task
 carries tests (MBPP), pass@1 by sandboxed execution. One JSON file holds, per task, the metrics
-with bootstrap 95% intervals, n, and every example's prediction and scores, plus the model,
-checkpoint and vocabulary identity and the operative config. ``--checkpoint`` and ``--output``
+with bootstrap 95% intervals, n, the chance level, the records skipped by reason, and every
+example's prediction and scores, plus the model, checkpoint and vocabulary identity and the
+operative config; a markdown summary is written beside it. ``--checkpoint`` and ``--output``
 may be local paths or URLs (``gs://BUCKET/...``).
+
+Each task is evaluated on the split the paper used unless ``EvalConfig.split`` (a mapping task
+-> split) says otherwise. The results file is rewritten, atomically, after every task, with a
+fingerprint of the checkpoint, the task settings and the data file; a rerun skips the tasks
+whose fingerprint matches (``--force`` recomputes them). A task that fails does not stop the
+others: each failure is one ``error:`` line, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 import time
-from typing import Any, Sequence
+import traceback
+from typing import Any, Mapping, Sequence
 
 import gin
 import numpy as np
@@ -40,7 +50,9 @@ from codereason_jax.partitioning import PartitioningError
 class EvalConfig:
     """Which tasks, how to score them, and how much to decode."""
     tasks: tuple[str, ...] = ("eval_embedded_codeqa", "eval_embedded_codegen")
-    split: str = "validation"
+    # Per-task split overrides, e.g. {'eval_mbpp': 'test'}; a task not named here is evaluated
+    # on the split the paper used (seqio_tasks.tasks.default_split), others on 'validation'.
+    split: Mapping[str, str] = dataclasses.field(default_factory=dict)
     mode: str = "corrected"  # paper | corrected | loglik | loglik_norm
     batch_size: int = 32
     max_examples: int | None = None  # per task; None: all
@@ -62,12 +74,42 @@ class EvalConfig:
     # with the train split of these tasks (pre-training and instruction corpora).
     contamination_corpora: tuple[str, ...] = ()
     contamination_n: int = 13
+    # Benchmark records that cannot be scored (empty answer, answer not an option, ...) are
+    # skipped and counted; strict makes the first one an error naming file:line. A task whose
+    # skipped share exceeds max_skipped_fraction fails (a wrong file is never scored on a
+    # sliver of its rows).
+    strict: bool = False
+    max_skipped_fraction: float = 0.05
+
+    def __post_init__(self):
+        if isinstance(self.split, str) or not isinstance(self.split, Mapping):
+            raise ConfigError(
+                f"EvalConfig.split should map task names to splits, e.g. "
+                f"{{'eval_mbpp': 'test'}}, got {self.split!r}. Each task has its own default "
+                "split (the one the paper evaluated), so one split for all tasks is not "
+                "accepted.")
+        if not 0.0 <= self.max_skipped_fraction <= 1.0:
+            raise ConfigError(f"EvalConfig.max_skipped_fraction should be in [0, 1], got "
+                              f"{self.max_skipped_fraction!r}.")
+
+    def read_policy(self):
+        from seqio_tasks.sources.rows import ReadPolicy
+
+        return ReadPolicy(self.strict, self.max_skipped_fraction)
 
 
 gin_utils.register(EvalConfig)
 
+# EvalConfig fields that change a task's numbers (a result computed under others is stale);
+# batch_size, mesh_shape and data_dir do not (the data file's own hash is fingerprinted).
+RESULT_SETTINGS = ("mode", "max_examples", "max_new_tokens", "sampling", "seed",
+                   "execute_tests", "num_samples", "dureader_truncate_to",
+                   "contamination_corpora", "contamination_n", "strict",
+                   "max_skipped_fraction")
 
-def _load_params(model, checkpoint: str | None, seed: int, mesh_shape):
+
+def _load_params(model, checkpoint: str | None, seed: int, mesh_shape,
+                 step: int | None = None):
     """Params sharded over a (data, fsdp, model) mesh like training: restored straight into
     the shardings, or freshly initialised (a baseline)."""
     import flax.linen as nn
@@ -84,23 +126,22 @@ def _load_params(model, checkpoint: str | None, seed: int, mesh_shape):
     if checkpoint is None:
         params = jax.jit(lambda key: nn.meta.unbox(model.init(key, example)["params"]),
                          out_shardings=shardings)(jax.random.key(seed))
-        return mesh, params, {"checkpoint": None, "step": 0, "init_seed": seed}
-    step, params = restore_params(checkpoint, abstract_like(nn.meta.unbox(boxed), shardings))
-    return mesh, params, {"checkpoint": paths.resolve(checkpoint), "step": step}
+        return mesh, params
+    _, params = restore_params(checkpoint, abstract_like(nn.meta.unbox(boxed), shardings), step)
+    return mesh, params
 
 
-def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any]:
+def evaluate_task(name: str, split: str, model, params, config: EvalConfig) -> dict[str, Any]:
     import seqio
 
     from codereason_jax.evaluation import generation, metrics, scoring
 
     task = seqio.get_mixture_or_task(name)
     vocabulary = task.output_features["targets"].vocabulary
-    dataset = task.get_dataset(None, split=config.split, shuffle=False,
-                               trim_output_features=False)
+    dataset = task.get_dataset(None, split=split, shuffle=False, trim_output_features=False)
     rows = list(dataset.as_numpy_iterator())
     if not rows:
-        raise ValueError(f"task {name} has no {config.split} examples")
+        raise ValueError(f"task {name} has no {split} examples")
     if "inputs" not in rows[0]:
         return _language_modelling(rows, model, params, config)
     if "candidate" in rows[0]:
@@ -112,8 +153,10 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
         accuracy, low, high = metrics.accuracy_with_ci([r.correct for r in results],
                                                        seed=config.seed)
         texts = _example_texts(rows, "example_id")
+        # Chance as scored: a uniform pick is right with probability |gold| / |candidates|.
+        chance = float(np.mean([len(set(r.labels)) / len(r.scores) for r in results]))
         return {"kind": "multiple_choice", "mode": config.mode, "n": len(results),
-                "contamination": _contamination(texts, config),
+                "chance": 100 * chance, "contamination": _contamination(texts, config),
                 "metrics": {"accuracy": 100 * accuracy, "accuracy_ci95": [100 * low,
                                                                          100 * high]},
                 "truncated": sum(r.truncated for r in results),
@@ -161,6 +204,7 @@ def evaluate_task(name: str, model, params, config: EvalConfig) -> dict[str, Any
     except ValueError:  # every prediction empty: the paper's notebook divides by zero
         bleu_paper = None
     result = {"kind": "generation", "sampling": dataclasses.asdict(sampling), "n": len(rows),
+              "chance": None,  # BLEU, EM/F1 and pass@k have no chance level of a random pick
               "num_samples": config.num_samples, "truncated_prompts": truncated,
               "contamination": _contamination(_example_texts(rows, "example_id"), config),
               "metrics": {"bleu_paper": bleu_paper, "bleu_corpus": bleu, "bleu_corpus_ci95": [low, high]}}
@@ -223,6 +267,8 @@ def _language_modelling(rows: list[dict[str, Any]], model, params, config: EvalC
     loss, low, high = metrics.bootstrap_statistic_ci(
         per_document, lambda t: t[0] / t[1], seed=config.seed)
     return {"kind": "language_modelling", "n": len(rows),
+            # The loss of a uniform prediction over the vocabulary.
+            "chance": math.log(model.config.vocab_size),
             "metrics": {"loss": loss, "loss_ci95": [low, high],
                         "perplexity": float(np.exp(loss)),
                         "tokens": int(per_document[:, 1].sum())},
@@ -262,6 +308,129 @@ def _contamination(texts: list[str], config: EvalConfig) -> dict[str, float]:
             for name in config.contamination_corpora}
 
 
+def resolve_splits(config: EvalConfig) -> dict[str, str]:
+    """Each task's split: its override in EvalConfig.split, else its default. Unknown tasks or
+    splits are refused here, before any model work, with what exists."""
+    import seqio
+
+    from seqio_tasks.tasks import default_split
+
+    names = seqio.TaskRegistry.names()
+    unknown = [t for t in config.tasks if t not in names]
+    if unknown:
+        raise ConfigError(f"unknown tasks {unknown}; evaluation tasks: "
+                          f"{sorted(n for n in names if n.startswith('eval_'))}")
+    stray = [t for t in config.split if t not in names]
+    if stray:
+        raise ConfigError(f"EvalConfig.split names unknown tasks {stray}.")
+    splits = {}
+    for name in config.tasks:
+        split = config.split.get(name) or default_split(name)
+        available = list(seqio.get_mixture_or_task(name).source.splits)
+        if split not in available:
+            raise ConfigError(f"task {name} has no split {split!r}; its splits: {available} "
+                              f"(set EvalConfig.split = {{'{name}': '{available[0]}'}}).")
+        splits[name] = split
+    return splits
+
+
+# ----------------------------------------------------------------------------- --check_data
+
+def data_summary(name: str, split: str) -> dict[str, Any]:
+    """Rows, skipped counts and chance of a task's split, read without a model or vocabulary."""
+    import seqio
+
+    from seqio_tasks.tasks import BENCHMARKS
+
+    if name in BENCHMARKS:
+        loaded = BENCHMARKS[name].load(split)
+        return {"rows": len(loaded.examples), "skipped": loaded.examples.skipped,
+                "skipped_at": loaded.examples.skipped_at,
+                "filtered": loaded.examples.filtered, "chance": loaded.chance,
+                "source": loaded.examples.source, "sha256": loaded.data_sha256}
+    source = seqio.get_mixture_or_task(name).source
+    gold: dict[str, tuple[int, int]] = {}  # example id -> (|gold|, |candidates|)
+    rows = 0
+    for row in source.get_dataset(split, shuffle=False).as_numpy_iterator():
+        rows += 1
+        if "candidate" in row:
+            labels = {x for x in row["labels"].decode().split(",") if x}
+            count = gold.get(row["example_id"], (len(labels), 0))[1]
+            gold[row["example_id"]] = (len(labels), count + 1)
+    chance = (float(np.mean([g / c for g, c in gold.values()])) if gold else None)
+    return {"rows": len(gold) if gold else rows, "skipped": {}, "skipped_at": {},
+            "filtered": {}, "chance": chance, "source": None, "sha256": None}
+
+
+def check_data_line(name: str, split: str, summary: dict[str, Any]) -> str:
+    """``eval_jecqa_kd: 999 rows, skipped 1 (empty answer 1), split test, chance 0.49``."""
+    from seqio_tasks.sources.rows import describe_counts
+
+    skipped = sum(summary["skipped"].values())
+    line = f"{name}: {summary['rows']} rows, skipped {skipped}"
+    if skipped:
+        line += f" ({describe_counts(summary['skipped'])})"
+    chance = summary["chance"]
+    line += f", split {split}, chance " + ("n/a" if chance is None else f"{chance:.2f}")
+    if summary["filtered"]:
+        line += f", filtered {sum(summary['filtered'].values())} " \
+                f"({describe_counts(summary['filtered'])})"
+    return line
+
+
+def check_data(splits: dict[str, str]) -> int:
+    failed = 0
+    for name, split in splits.items():
+        try:
+            print(check_data_line(name, split, data_summary(name, split)), flush=True)
+        except ValueError as err:  # DataFileError, a template that cannot be filled
+            print(f"error: {name}: {err}", file=sys.stderr, flush=True)
+            failed += 1
+    if failed:
+        print(f"error: {failed} of {len(splits)} tasks could not be loaded.", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------- results file
+
+def fingerprint(identity: dict[str, Any], name: str, split: str, config: EvalConfig,
+                data_sha256: str | None) -> tuple[str, dict[str, Any]]:
+    """A hash of what a task's numbers depend on: the checkpoint (path, step, model, vocabulary)
+    or initialisation, the task, its split and settings, and the data file's content."""
+    inputs = {"model": identity, "task": name, "split": split, "data_sha256": data_sha256,
+              "settings": {k: getattr(config, k) for k in RESULT_SETTINGS}}
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16], inputs
+
+
+def load_previous(output: str, identity: dict[str, Any], force: bool) -> dict[str, Any]:
+    """Task results already in ``output`` for this model identity ({} with --force)."""
+    if force or not paths.exists(output):
+        return {}
+    try:
+        previous = json.loads(paths.read_text(output))
+        tasks = previous["tasks"]
+        other = previous.get("identity")
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{output} exists but is not a results file of this command ({err}); "
+                          "pass another --output, or --force to replace it.") from None
+    if other != identity:
+        raise ConfigError(
+            f"{output} holds results of another model or checkpoint ({json.dumps(other)[:300]}), "
+            f"not of this one ({json.dumps(identity)[:300]}). Pass another --output to keep "
+            "both, or --force to replace them.")
+    return tasks
+
+
+def write_results(output: str, results: dict[str, Any]) -> None:
+    """The JSON (atomically replaced) and its markdown summary beside it."""
+    from codereason_jax import report
+
+    paths.write_text(output, json.dumps(results, indent=1, ensure_ascii=False))
+    base = output[:-len(".json")] if output.endswith(".json") else output
+    paths.write_text(base + ".md", report.run_summary(results))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.evaluate",
@@ -269,14 +438,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", help="run (or checkpoints/) directory, local or a URL "
                         "(gs://...); omit to evaluate a freshly initialised model")
     parser.add_argument("--tasks", help="comma-separated task names (overrides EvalConfig)")
-    parser.add_argument("--output", required=True,
-                        help="results JSON to write (a local path or a URL)")
+    parser.add_argument("--output", help="results JSON to write (a local path or a URL); "
+                        "a markdown summary goes beside it")
+    parser.add_argument("--check_data", action="store_true",
+                        help="load every task's data (no model), print one line per task with "
+                        "rows, skipped records, split and chance; exit 1 if any fails")
+    parser.add_argument("--data_dir", help="benchmark data root (overrides EvalConfig.data_dir "
+                        "and $CODEREASON_DATA_DIR)")
+    parser.add_argument("--strict", action="store_true",
+                        help="a record that cannot be scored is an error (EvalConfig.strict)")
+    parser.add_argument("--force", action="store_true",
+                        help="recompute tasks already in --output")
     try:
         args = gin_utils.parse_command_line(parser, argv)
         model_config = gin_utils.model_config()
         config = gin_utils.build(EvalConfig)
         if args.tasks:
             config = dataclasses.replace(config, tasks=tuple(args.tasks.split(",")))
+        if args.strict:
+            config = dataclasses.replace(config, strict=True)
+        if args.data_dir:
+            config = dataclasses.replace(config, data_dir=args.data_dir)
+        if not args.check_data and not args.output:
+            raise ConfigError("--output is required (the results JSON to write), unless "
+                              "--check_data.")
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -288,50 +473,99 @@ def main(argv: Sequence[str] | None = None) -> int:
     from codereason_jax.model import PanGuDecoder
     from codereason_jax.model.config import check_vocabulary_fits
     from seqio_tasks.default_vocabulary import use_vocabulary
+    from seqio_tasks.sources.rows import read_policy
     try:
         use_vocabulary(config.vocabulary)
         from seqio_tasks import mixtures  # noqa: F401 (registers the tasks)
+        splits = resolve_splits(config)
+        if args.check_data:
+            with read_policy(config.read_policy()):
+                return check_data(splits)
         from seqio_tasks.tasks import VOCABULARY
         check_vocabulary_fits(VOCABULARY, model_config)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    unknown = [t for t in config.tasks if t not in seqio.TaskRegistry.names()]
-    if unknown:
-        print(f"error: unknown tasks {unknown}; evaluation tasks: "
-              f"{sorted(n for n in seqio.TaskRegistry.names() if n.startswith('eval_'))}",
-              file=sys.stderr)
-        return 2
     model = PanGuDecoder(dataclasses.replace(model_config, dropout_rate=0.0))
-    try:
-        mesh, params, identity = _load_params(model, args.checkpoint, config.seed,
-                                              config.mesh_shape)
-    except (CheckpointError, ConfigError, PartitioningError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     vocabulary = seqio.get_mixture_or_task(config.tasks[0]).output_features["targets"].vocabulary
     vocab_hash = hashlib.sha256(
         paths.read_bytes(vocabulary.sentencepiece_model_file)).hexdigest()[:16]
-    results = {"model": dataclasses.asdict(model_config), **identity,
+    try:
+        if args.checkpoint is None:
+            source = {"checkpoint": None, "step": 0, "init_seed": config.seed}
+        else:
+            from codereason_jax.checkpoints import latest_step
+            source = {"checkpoint": paths.resolve(args.checkpoint),
+                      "step": latest_step(args.checkpoint)}
+        identity = {**source, "model": dataclasses.asdict(model_config),
+                    "vocabulary_sha256": vocab_hash}
+        previous = load_previous(args.output, identity, args.force)
+    except (CheckpointError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    results = {"identity": identity, "model": dataclasses.asdict(model_config), **source,
                "vocabulary": {"file": vocabulary.sentencepiece_model_file, "sha256": vocab_hash,
                               "size": vocabulary.vocab_size},
                "eval_config": dataclasses.asdict(config), "config": gin.operative_config_str(),
-               "tasks": {}}
-    import jax
-
-    for i, name in enumerate(config.tasks, start=1):
-        start = time.perf_counter()
-        print(f"[{i}/{len(config.tasks)}] {name} ...", flush=True)
-        with jax.set_mesh(mesh):
-            results["tasks"][name] = evaluate_task(name, model, params, config)
-        summary = ", ".join(f"{k} {v:.2f}" for k, v in results["tasks"][name]["metrics"].items()
-                            if isinstance(v, float))
-        print(f"    n={results['tasks'][name]['n']}: {summary} "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
+               "tasks": {}, "failed": {}}
     paths.makedirs(paths.dirname(paths.resolve(args.output)))
-    paths.write_text(args.output, json.dumps(results, indent=1, ensure_ascii=False))
+    loaded: tuple | None = None  # (mesh, params), on the first task that needs the model
+    with read_policy(config.read_policy()):
+        for i, name in enumerate(config.tasks, start=1):
+            split = splits[name]
+            start = time.perf_counter()
+            try:
+                data = data_summary(name, split)
+                key, inputs = fingerprint(identity, name, split, config, data["sha256"])
+                done = previous.get(name)
+                if done is not None and done.get("fingerprint") == key:
+                    results["tasks"][name] = done
+                    print(f"[{i}/{len(config.tasks)}] {name} ({split}): done earlier with the "
+                          "same checkpoint, settings and data; kept (--force recomputes)",
+                          flush=True)
+                    continue
+                print(f"[{i}/{len(config.tasks)}] {name} ({split}) ...", flush=True)
+                if loaded is None:
+                    loaded = _load_params(model, args.checkpoint, config.seed,
+                                          config.mesh_shape, source["step"] or None)
+                import jax
+
+                with jax.set_mesh(loaded[0]):
+                    result = evaluate_task(name, split, model, loaded[1], config)
+            except (CheckpointError, ConfigError, PartitioningError) as err:
+                print(f"error: {err}", file=sys.stderr)  # the model itself: no task can run
+                return 2
+            except ValueError as err:  # DataFileError and other problems of this task's input
+                results["failed"][name] = str(err)
+                print(f"error: {name}: {err}", file=sys.stderr, flush=True)
+                write_results(args.output, results)
+                continue
+            except Exception as err:  # noqa: BLE001 - our bug: show it, keep the other tasks
+                traceback.print_exc()
+                results["failed"][name] = f"{type(err).__name__}: {err}"
+                print(f"error: {name}: internal error {type(err).__name__}: {err} (a bug: "
+                      "please report it with the traceback above)", file=sys.stderr, flush=True)
+                write_results(args.output, results)
+                continue
+            result.update(split=split, fingerprint=key, fingerprint_inputs=inputs,
+                          data={k: data[k] for k in ("rows", "skipped", "skipped_at",
+                                                     "filtered", "source", "sha256")})
+            results["tasks"][name] = result
+            write_results(args.output, results)
+            summary = ", ".join(f"{k} {v:.2f}" for k, v in result["metrics"].items()
+                                if isinstance(v, float))
+            skipped = sum(data["skipped"].values())
+            print(f"    n={result['n']}" + (f" (skipped {skipped})" if skipped else "")
+                  + f": {summary} ({time.perf_counter() - start:.0f} s)", flush=True)
+    write_results(args.output, results)
     print(f"wrote {args.output}")
+    if results["failed"]:
+        print(f"error: {len(results['failed'])} of {len(config.tasks)} tasks failed: "
+              f"{sorted(results['failed'])}; rerun to retry them (finished tasks are kept).",
+              file=sys.stderr)
+        return 1
     return 0
 
 

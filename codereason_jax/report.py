@@ -3,10 +3,12 @@
     python -m codereason_jax.report runs/nl/results.json runs/code/results.json \\
         --labels=NL,CODE --tables=2 --output_dir=report/
 
-For each table: a markdown and a CSV file (each number with its 95% interval and n; the best
-run per row in bold) and a grouped bar chart PNG with the intervals as error bars. Results that
-are not comparable (another vocabulary, scoring mode, sampling or number of examples for the
-same task) are labelled in the table and listed under it, never silently mixed.
+For each table: a markdown and a CSV file (each number with its 95% interval, n and the
+records skipped as unscorable; the best run per row in bold; the task's chance level, and a
+mark on every result whose interval covers it) and a grouped bar chart PNG with the intervals
+as error bars. Results that are not comparable (another vocabulary, scoring mode, sampling or
+number of examples for the same task) are labelled in the table and listed under it, never
+silently mixed. ``run_summary`` is the one-run table that ``evaluate`` writes beside its results.
 """
 
 from __future__ import annotations
@@ -56,6 +58,25 @@ def primary_metric(task_result: dict[str, Any], paper_protocol: bool = False
     return "bleu_paper", metrics["bleu_paper"] if metrics["bleu_paper"] is not None else 0.0, None
 
 
+AT_CHANCE = "≈"
+AT_CHANCE_NOTE = (f"{AT_CHANCE}: the 95% interval covers chance; the result cannot be told "
+                  "from a random pick.")
+
+
+def chance_of(task_result: dict[str, Any]) -> float | None:
+    """The task's chance level in the primary metric's unit (accuracy in %, loss in nats)."""
+    return task_result.get("chance")
+
+
+def covers_chance(task_result: dict[str, Any], ci: list[float] | None) -> bool:
+    chance = chance_of(task_result)
+    return chance is not None and ci is not None and ci[0] <= chance <= ci[1]
+
+
+def skipped_count(task_result: dict[str, Any]) -> int:
+    return sum(task_result.get("data", {}).get("skipped", {}).values())
+
+
 def _paper_protocol(run: dict[str, Any]) -> bool:
     return run.get("eval_config", {}).get("mode") == "paper"
 
@@ -80,17 +101,28 @@ def build_table(runs: Sequence[dict[str, Any]], labels: Sequence[str], tasks: Se
         reference = keys[present[0]]
         sign = -1 if values[present[0]][0] in LOWER_IS_BETTER else 1
         best = max(present, key=lambda i: sign * values[i][1])
-        cells = [f"{task} ({values[present[0]][0]})"]
+        first = runs[present[0]]["tasks"][task]
+        chance = chance_of(first)
+        cells = [f"{task} ({values[present[0]][0]}"
+                 + (f"; chance {chance:.{2 if chance < 10 else 1}f})" if chance is not None
+                    else ")")]
         for i in range(len(runs)):
             if i not in values:
                 cells.append("–")
                 continue
             name, value, ci = values[i]
+            result = runs[i]["tasks"][task]
             text = f"{value:.2f}"
             if ci:
                 digits = 2 if name in LOWER_IS_BETTER else 1
                 text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-            text += f" n={runs[i]['tasks'][task]['n']}"
+            at_chance = covers_chance(result, ci)
+            if at_chance:
+                text += f" {AT_CHANCE}"
+            text += f" n={result['n']}"
+            skipped = skipped_count(result)
+            if skipped:
+                text += f" ({skipped} skipped)"
             if i == best and len(present) > 1:
                 text = f"**{text}**"
             if keys[i] != reference:
@@ -98,12 +130,40 @@ def build_table(runs: Sequence[dict[str, Any]], labels: Sequence[str], tasks: Se
                 notes.append(f"† {labels[i]} on {task}: vocabulary/mode/sampling/n "
                              f"{keys[i]} differ from {labels[present[0]]}'s {reference}; "
                              "not comparable.")
+            if at_chance and AT_CHANCE_NOTE not in notes:
+                notes.append(AT_CHANCE_NOTE)
             cells.append(text)
             raw.append({"task": task, "run": labels[i], "metric": name, "value": value,
                         "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
-                        "n": runs[i]["tasks"][task]["n"], "comparable": keys[i] == reference})
+                        "n": result["n"], "skipped": skipped, "chance": chance_of(result),
+                        "covers_chance": at_chance, "comparable": keys[i] == reference})
         rows.append(cells)
     return rows, notes, raw
+
+
+def run_summary(run: dict[str, Any]) -> str:
+    """Markdown: one evaluation run, a row per task with its split, metric, interval, n,
+    skipped records by reason, chance and whether the interval covers it; then failures."""
+    from seqio_tasks.sources.rows import describe_counts
+
+    checkpoint = run.get("checkpoint") or f"fresh initialisation (seed {run.get('init_seed')})"
+    lines = [f"# Evaluation of {checkpoint}, step {run.get('step')}", "",
+             "| task | split | metric | value [95% CI] | n | skipped | chance | |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task, result in run["tasks"].items():
+        name, value, ci = primary_metric(result, _paper_protocol(run))
+        chance = chance_of(result)
+        skipped = result.get("data", {}).get("skipped", {})
+        lines.append("| " + " | ".join([
+            task, result.get("split", ""), name,
+            f"{value:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""), str(result["n"]),
+            f"{sum(skipped.values())} ({describe_counts(skipped)})" if skipped else "0",
+            "–" if chance is None else f"{chance:.2f}",
+            AT_CHANCE if covers_chance(result, ci) else ""]) + " |")
+    lines += ["", AT_CHANCE_NOTE]
+    for task, message in run.get("failed", {}).items():
+        lines.append(f"- **{task} failed**: {message}")
+    return "\n".join(lines) + "\n"
 
 
 def _plot(raw: list[dict], labels: Sequence[str], title: str, path: str) -> None:

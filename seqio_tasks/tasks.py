@@ -36,6 +36,7 @@ import seqio
 from seqio_tasks import eval_templates, tfds_builders
 from seqio_tasks.default_vocabulary import task_vocabulary, vocabulary_spec
 from seqio_tasks.registry import RecordSource, add_task
+from seqio_tasks.benchmark_tasks import Benchmark
 from seqio_tasks.sources import benchmarks, corpora, embedded, instructions
 from seqio_tasks.sources.files import data_root
 from seqio_tasks.tfds_builders.seqio_source import PreparedTfdsSource
@@ -81,14 +82,13 @@ def add_instruction_task(name: str, records: Callable[[str], Iterable[Mapping[st
                     _TOKENIZE, INSTRUCTION_FEATURES)
 
 
-def add_multiple_choice_task(name: str, records: Callable[[str], Iterable[Mapping[str, Any]]],
-                             template: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+def add_multiple_choice_task(name: str, examples: Callable[[str], Iterable[Mapping[str, Any]]],
                              splits: Iterable[str]) -> seqio.Task:
-    """One row per candidate; the scorer groups rows by ``example_id``."""
+    """One row per candidate of each templated example; the scorer groups rows by
+    ``example_id``."""
 
     def candidates(split: str) -> Iterator[dict[str, Any]]:
-        for record in records(split):
-            example = template(record)
+        for example in examples(split):
             for i, candidate in enumerate(example["candidates"]):
                 yield {"inputs": candidate["prompt"], "targets": candidate["scored"],
                        "example_id": str(example["id"]), "candidate": i,
@@ -101,14 +101,14 @@ def add_multiple_choice_task(name: str, records: Callable[[str], Iterable[Mappin
                     [seqio.preprocessors.tokenize], SCORING_FEATURES, shuffle_buffer_size=None)
 
 
-def add_generation_task(name: str, records: Callable[[str], Iterable[Mapping[str, Any]]],
-                        template: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+def add_generation_task(name: str, examples: Callable[[str], Iterable[Mapping[str, Any]]],
                         splits: Iterable[str]) -> seqio.Task:
-    """Prompt and reference; everything else the metric needs travels as JSON in ``extra``."""
+    """Prompt and reference of each templated example; everything else the metric needs
+    travels as JSON in ``extra``."""
 
     def prompts(split: str) -> Iterator[dict[str, Any]]:
-        for record in records(split):
-            example = dict(template(record))
+        for example in examples(split):
+            example = dict(example)
             references = example.pop("references", None)
             reference = example.pop("reference", None) or references[0]
             yield {"inputs": example.pop("prompt"), "targets": reference,
@@ -121,9 +121,9 @@ def add_generation_task(name: str, records: Callable[[str], Iterable[Mapping[str
                     GENERATION_FEATURES, shuffle_buffer_size=None)
 
 
-def _by_split(reader: Callable[..., Iterable], **split_kwargs: Mapping[str, Any]):
-    """records(split) calling ``reader(**split_kwargs[split])``."""
-    return lambda split: reader(**split_kwargs[split])
+def _templated(records: Callable[[str], Iterable[Mapping[str, Any]]],
+               template: Callable[[Mapping[str, Any]], Mapping[str, Any]]):
+    return lambda split: (template(record) for record in records(split))
 
 
 # --- the embedded default ------------------------------------------------------------------
@@ -132,8 +132,9 @@ add_pretraining_task("embedded_text", embedded.prose_documents, EMBEDDED_SPLITS)
 add_pretraining_task("embedded_code", embedded.code_documents, EMBEDDED_SPLITS)
 add_instruction_task("embedded_text_instructions", embedded.text_instructions, EMBEDDED_SPLITS)
 add_instruction_task("embedded_code_instructions", embedded.code_instructions, EMBEDDED_SPLITS)
-add_multiple_choice_task("eval_embedded_codeqa", embedded.code_qa_pairs,
-                         eval_templates.cosqa_candidates, EMBEDDED_SPLITS)
+add_multiple_choice_task("eval_embedded_codeqa", _templated(embedded.code_qa_pairs,
+                                                           eval_templates.cosqa_candidates),
+                         EMBEDDED_SPLITS)
 
 
 def _embedded_generation(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,46 +142,66 @@ def _embedded_generation(record: Mapping[str, Any]) -> dict[str, Any]:
             "reference": record["output"]}
 
 
-add_generation_task("eval_embedded_codegen", embedded.code_instructions, _embedded_generation,
+add_generation_task("eval_embedded_codegen",
+                    _templated(embedded.code_instructions, _embedded_generation),
                     EMBEDDED_SPLITS)
-add_generation_task("eval_embedded_codecomplete", embedded.code_completions, dict,
-                    EMBEDDED_SPLITS)
+add_generation_task("eval_embedded_codecomplete", embedded.code_completions, EMBEDDED_SPLITS)
 
 # --- the paper's evaluation benchmarks (local copies of the original files) ---------------
 
 _MC = eval_templates.MULTIPLE_CHOICE_TEMPLATES
 _GEN = eval_templates.GENERATION_TEMPLATES
-_EVAL_TASKS: dict[str, tuple[Callable, Callable, dict[str, dict[str, Any]]]] = {
-    # name: (reader, template, {seqio split: reader kwargs})
-    "eval_logic": (benchmarks.read_logic, _MC["logic"],
-                   {"validation": {"split": "val"}, "train": {"split": "dev"}}),
-    "eval_jecqa_kd": (benchmarks.read_jecqa, _MC["jecqa"], {"test": {"subset": "kd"}}),
-    "eval_jecqa_ca": (benchmarks.read_jecqa, _MC["jecqa"], {"test": {"subset": "ca"}}),
-    "eval_scienceqa": (benchmarks.read_scienceqa, _MC["scienceqa"],
-                       {s: {"split": s if s != "validation" else "val"}
-                        for s in ("train", "validation", "test")}),
-    "eval_scienceqa_cot": (benchmarks.read_scienceqa, _MC["scienceqa_cot"],
-                           {"test": {"split": "test"}}),
-    "eval_ekar": (benchmarks.read_ekar, _MC["ekar"],
-                  {s: {"split": s} for s in ("train", "validation", "test")}),
-    "eval_ekar_cot": (benchmarks.read_ekar, _MC["ekar_cot"], {"test": {"split": "test"}}),
-    "eval_cosqa": (benchmarks.read_cosqa, _MC["cosqa"], {"validation": {"split": "dev"}}),
-    "eval_c3": (benchmarks.read_c3, _MC["c3"], {"validation": {"subset": "d", "split": "dev"}}),
-    "eval_ocnli": (benchmarks.read_ocnli, _MC["ocnli"], {"validation": {"split": "dev"}}),
-    "eval_cmnli": (benchmarks.read_cmnli, _MC["cmnli"], {"validation": {"split": "dev"}}),
-    "eval_mbpp": (benchmarks.read_mbpp, _GEN["mbpp"],
-                  {s: {"variant": "sanitized", "split": s}
-                   for s in ("prompt", "train", "validation", "test")}),
-    "eval_mbpp_with_tests": (benchmarks.read_mbpp, _GEN["mbpp_with_tests"],
-                             {s: {"variant": "sanitized", "split": s}
-                              for s in ("prompt", "train", "validation", "test")}),
-    "eval_dureader": (benchmarks.read_dureader, _GEN["dureader"],
-                      {"validation": {"split": "dev"}}),
+_MBPP_SPLITS = {"all": {"variant": "sanitized", "split": None},
+                **{s: {"variant": "sanitized", "split": s}
+                   for s in ("prompt", "train", "validation", "test")}}
+BENCHMARKS: dict[str, Benchmark] = {
+    "eval_logic": Benchmark(benchmarks.read_logic, _MC["logic"],
+                            {"validation": {"split": "val"}, "train": {"split": "dev"}},
+                            "validation"),
+    "eval_jecqa_kd": Benchmark(benchmarks.read_jecqa, _MC["jecqa"], {"test": {"subset": "kd"}},
+                               "test"),
+    "eval_jecqa_ca": Benchmark(benchmarks.read_jecqa, _MC["jecqa"], {"test": {"subset": "ca"}},
+                               "test"),
+    "eval_scienceqa": Benchmark(benchmarks.read_scienceqa, _MC["scienceqa"],
+                                {s: {"split": s if s != "validation" else "val"}
+                                 for s in ("train", "validation", "test")}, "test"),
+    "eval_scienceqa_cot": Benchmark(benchmarks.read_scienceqa, _MC["scienceqa_cot"],
+                                    {"test": {"split": "test"}}, "test"),
+    "eval_ekar": Benchmark(benchmarks.read_ekar, _MC["ekar"],
+                           {s: {"split": s} for s in ("train", "validation", "test")}, "test"),
+    "eval_ekar_cot": Benchmark(benchmarks.read_ekar, _MC["ekar_cot"], {"test": {"split": "test"}},
+                               "test"),
+    "eval_cosqa": Benchmark(benchmarks.read_cosqa, _MC["cosqa"],
+                            {"validation": {"split": "dev"}}, "validation"),
+    "eval_c3": Benchmark(benchmarks.read_c3, _MC["c3"],
+                         {"validation": {"subset": "d", "split": "dev"}}, "validation"),
+    "eval_ocnli": Benchmark(benchmarks.read_ocnli, _MC["ocnli"], {"validation": {"split": "dev"}},
+                            "validation"),
+    "eval_cmnli": Benchmark(benchmarks.read_cmnli, _MC["cmnli"], {"validation": {"split": "dev"}},
+                            "validation"),
+    # The paper scored all 427 sanitized problems ("all"); the other splits are the task-id
+    # ranges of Austin et al. Pass@k defaults to the sanitized test split (257).
+    "eval_mbpp": Benchmark(benchmarks.read_mbpp, _GEN["mbpp"], _MBPP_SPLITS, "all"),
+    "eval_mbpp_with_tests": Benchmark(benchmarks.read_mbpp, _GEN["mbpp_with_tests"],
+                                      _MBPP_SPLITS, "test"),
+    "eval_dureader": Benchmark(benchmarks.read_dureader, _GEN["dureader"],
+                               {"validation": {"split": "dev"}}, "validation"),
 }
 
-for _name, (_reader, _template, _splits) in _EVAL_TASKS.items():
-    _add = add_generation_task if _template in _GEN.values() else add_multiple_choice_task
-    _add(_name, _by_split(_reader, **_splits), _template, tuple(_splits))
+for _name, _benchmark in BENCHMARKS.items():
+    if _benchmark.generation:
+        add_generation_task(_name, _benchmark.examples, tuple(_benchmark.splits))
+    else:
+        add_multiple_choice_task(_name, _benchmark.examples, tuple(_benchmark.splits))
+
+# Every other task is evaluated on its validation split unless EvalConfig.split says otherwise.
+DEFAULT_EVAL_SPLIT = "validation"
+
+
+def default_split(name: str) -> str:
+    """The split a task is evaluated on by default: the one the paper evaluated."""
+    return BENCHMARKS[name].default_split if name in BENCHMARKS else DEFAULT_EVAL_SPLIT
+
 
 # --- the paper's pre-training corpora and instruction sets (local copies) ------------------
 # Sets without a released split are split by a stable hash of each record's key.

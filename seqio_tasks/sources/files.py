@@ -18,6 +18,19 @@ class DataFileError(ValueError):
     """A dataset file is missing or malformed; the message names the file, line and field."""
 
 
+class RowError(DataFileError):
+    """One record cannot be used; ``reason`` is the short name it is counted under when
+    a reader skips such records (see ``seqio_tasks.sources.rows``)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+MISSING_FIELD = "missing field"
+WRONG_FIELD_TYPE = "wrong field type"
+
+
 def data_root() -> str:
     return os.path.expanduser(os.environ.get("CODEREASON_DATA_DIR", "~/codereason_data"))
 
@@ -97,12 +110,12 @@ def load_json(path: str) -> Any:
 def field(record: dict[str, Any], name: str, types: type | tuple[type, ...], where: str) -> Any:
     """``record[name]`` checked for presence and type; ``where`` is 'file:line' for the message."""
     if name not in record:
-        raise DataFileError(f"{where}: missing field {name!r} (fields present: "
-                            f"{sorted(record)}).")
+        raise RowError(f"{where}: missing field {name!r} (fields present: {sorted(record)}).",
+                       MISSING_FIELD)
     value = record[name]
     if not isinstance(value, types):
         expected = types.__name__ if isinstance(types, type) else "/".join(
             t.__name__ for t in types)
-        raise DataFileError(f"{where}: field {name!r} should be {expected}, got "
-                            f"{type(value).__name__} ({str(value)[:60]!r}).")
+        raise RowError(f"{where}: field {name!r} should be {expected}, got "
+                       f"{type(value).__name__} ({str(value)[:60]!r}).", WRONG_FIELD_TYPE)
     return value
