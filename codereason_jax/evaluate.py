@@ -404,7 +404,8 @@ def fingerprint(identity: dict[str, Any], name: str, split: str, config: EvalCon
 
 
 def load_previous(output: str, identity: dict[str, Any], force: bool) -> dict[str, Any]:
-    """Task results already in ``output`` for this model identity ({} with --force)."""
+    """Task results already in ``output`` for this model identity ({} with --force); results
+    of another model or checkpoint are refused rather than overwritten."""
     if force or not paths.exists(output):
         return {}
     try:
@@ -509,24 +510,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                "vocabulary": {"file": vocabulary.sentencepiece_model_file, "sha256": vocab_hash,
                               "size": vocabulary.vocab_size},
                "eval_config": dataclasses.asdict(config), "config": gin.operative_config_str(),
-               "tasks": {}, "failed": {}}
+               # Results of this checkpoint already in the file are kept (tasks not run now
+               # too); each is replaced when recomputed. A task that fails now keeps its old
+               # result, listed under "failed" as stale.
+               "tasks": dict(previous), "failed": {}}
     paths.makedirs(paths.dirname(paths.resolve(args.output)))
     loaded: tuple | None = None  # (mesh, params), on the first task that needs the model
     with read_policy(config.read_policy()):
         for i, name in enumerate(config.tasks, start=1):
             split = splits[name]
             start = time.perf_counter()
+            print(f"[{i}/{len(config.tasks)}] {name} ({split}) ...", flush=True)
             try:
                 data = data_summary(name, split)
                 key, inputs = fingerprint(identity, name, split, config, data["sha256"])
                 done = previous.get(name)
                 if done is not None and done.get("fingerprint") == key:
                     results["tasks"][name] = done
-                    print(f"[{i}/{len(config.tasks)}] {name} ({split}): done earlier with the "
-                          "same checkpoint, settings and data; kept (--force recomputes)",
-                          flush=True)
+                    print("    done earlier with the same checkpoint, settings and data: kept "
+                          "(--force recomputes)", flush=True)
                     continue
-                print(f"[{i}/{len(config.tasks)}] {name} ({split}) ...", flush=True)
                 if loaded is None:
                     loaded = _load_params(model, args.checkpoint, config.seed,
                                           config.mesh_shape, source["step"] or None)

@@ -162,7 +162,9 @@ def run_summary(run: dict[str, Any]) -> str:
             AT_CHANCE if covers_chance(result, ci) else ""]) + " |")
     lines += ["", AT_CHANCE_NOTE]
     for task, message in run.get("failed", {}).items():
-        lines.append(f"- **{task} failed**: {message}")
+        stale = " (the row above is an earlier result, computed with other settings)" \
+            if task in run["tasks"] else ""
+        lines.append(f"- **{task} failed**{stale}: {message}")
     return "\n".join(lines) + "\n"
 
 

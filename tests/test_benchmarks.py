@@ -12,6 +12,9 @@ import pytest
 from seqio_tasks import eval_templates as T
 from seqio_tasks.sources import benchmarks as B
 from seqio_tasks.sources.files import DataFileError
+from seqio_tasks.sources.rows import ReadPolicy
+
+STRICT = ReadPolicy(strict=True)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "fixtures", "benchmarks")
@@ -58,11 +61,24 @@ def test_logic_dev_explanation_and_hidden_test_labels(fixture_root):
 def test_logic_bad_answer_names_file_line_field(tmp_path):
     path = write(tmp_path, "logic_val.csv", "id,question,A,B,C,D,answer\n0,q,a,b,c,d,B\n"
                                             '1,"two\nlines",a,b,c,d,E\n')
-    with pytest.raises(DataFileError, match=r"logic_val\.csv:3: field 'answer' .*'E'"):
-        B.read_logic(path)
+    with pytest.raises(DataFileError, match=r"logic_val\.csv:3: field 'answer' is 'E', but "
+                                            r"there are only 4 options.*strict mode"):
+        B.read_logic(path, policy=STRICT)
     path = write(tmp_path, "short.csv", "id,question,A,B,C,D,answer\n0,q,a,b\n")
     with pytest.raises(DataFileError, match=r"short\.csv:2: field 'C' is missing"):
-        B.read_logic(path)
+        B.read_logic(path, policy=STRICT)
+    # Not strict: one bad row of two is over the 5% threshold; with a looser one it is counted.
+    with pytest.raises(DataFileError, match=r"1 of 2 records \(50\.0%\) cannot be scored "
+                                            r"\(answer not an option 1; answer not an option at "
+                                            r"line 3\).*EvalConfig\.max_skipped_fraction"):
+        B.read_logic(write(tmp_path, "l.csv", "id,question,A,B,C,D,answer\n0,q,a,b,c,d,B\n"
+                                              '1,"two\nlines",a,b,c,d,E\n'))
+    records = B.read_logic(write(tmp_path, "l2.csv", "id,question,A,B,C,D,answer\n"
+                                                     "0,q,a,b,c,d,B\n1,q,a,b,c,d,E\n"),
+                           policy=ReadPolicy(max_skipped_fraction=0.5))
+    assert [r["id"] for r in records] == ["0"]
+    assert (records.skipped, records.skipped_at) == ({"answer not an option": 1},
+                                                     {"answer not an option": ["line 3"]})
 
 
 def test_missing_file_names_the_expected_path(tmp_path, monkeypatch):
@@ -104,7 +120,7 @@ def test_jecqa_bad_option_prefix(tmp_path):
          "label": ["A"], "answer": None, "other": None}))
     with pytest.raises(DataFileError, match=r"jec\.jsonl:1: field 'options'\[2\] should start "
                                             r"with '\(C\)'"):
-        B.read_jecqa(path)
+        B.read_jecqa(path, policy=STRICT)
 
 
 # ----------------------------------------------------------------------------- ScienceQA
@@ -112,11 +128,12 @@ def test_jecqa_bad_option_prefix(tmp_path):
 def test_scienceqa_filters_are_counted(fixture_root):
     records = B.read_scienceqa()  # test split, text only, paper filter
     assert [r["id"] for r in records] == ["11"]
-    assert records.skipped == {"has_image": 1, "empty_lecture_or_solution": 1}
+    assert records.filtered == {"has image": 1, "empty lecture or solution": 1}
+    assert records.skipped == {}  # filtered by the paper's rule, not unscorable
     assert records[0]["hint"] == "Both move along the same road."
     assert records[0]["label"] == 1 and records[0]["subject"] == "natural science"
     loose = B.read_scienceqa(text_only=False, require_lecture_and_solution=False)
-    assert [r["id"] for r in loose] == ["11", "12", "13"] and loose.skipped == {}
+    assert [r["id"] for r in loose] == ["11", "12", "13"] and loose.filtered == {}
 
 
 def test_scienceqa_pid_splits(fixture_root):
@@ -146,7 +163,7 @@ def test_scienceqa_bad_answer_names_problem(tmp_path):
         "question": "q", "choices": ["x", "y"], "answer": 2, "hint": "", "image": None,
         "lecture": "l", "solution": "s", "subject": "social science", "split": "test"}}))
     with pytest.raises(DataFileError, match=r"problems\.json: problem '7': field 'answer'"):
-        B.read_scienceqa(path)
+        B.read_scienceqa(path, policy=STRICT)
 
 
 # ----------------------------------------------------------------------------- E-KAR
@@ -169,8 +186,10 @@ def test_ekar_blind_answer_key_is_an_error(tmp_path):
     path = write(tmp_path, "test.json", jsonl(
         {"id": "x", "question": "a:b", "choices": {"label": list("ABCD"), "text": list("wxyz")},
          "answerKey": "", "explanation": [], "relation": []}))
-    with pytest.raises(DataFileError, match=r"test\.json:1: field 'answerKey'"):
-        B.read_ekar(path)
+    with pytest.raises(DataFileError, match=r"test\.json:1: field 'answerKey' is empty"):
+        B.read_ekar(path, policy=STRICT)
+    with pytest.raises(DataFileError, match=r"none of its 1 records can be scored"):
+        B.read_ekar(path, policy=ReadPolicy(max_skipped_fraction=1.0))
 
 
 # ----------------------------------------------------------------------------- CosQA
@@ -193,7 +212,7 @@ def test_cosqa_bad_label_names_record(tmp_path):
         [{"idx": 0, "doc": "d", "code": "c", "label": 1},
          {"idx": 1, "doc": "d", "code": "c", "label": 2}]))
     with pytest.raises(DataFileError, match=r"cosqa-dev\.json: record 1: field 'label'"):
-        B.read_cosqa(path)
+        B.read_cosqa(path, policy=STRICT)
 
 
 # ----------------------------------------------------------------------------- MBPP
@@ -221,7 +240,7 @@ def test_mbpp_bad_task_id_names_line(tmp_path):
         {"text": "t", "code": "c", "task_id": 975, "test_setup_code": "",
          "test_list": ["assert True"], "challenge_test_list": []}))
     with pytest.raises(DataFileError, match=r"mbpp\.jsonl:1: field 'task_id'.*975"):
-        B.read_mbpp(path)
+        B.read_mbpp(path, policy=STRICT)
 
 
 @pytest.fixture
@@ -267,15 +286,15 @@ def test_c3_answer_not_among_choices_names_item(tmp_path):
         ensure_ascii=False))
     with pytest.raises(DataFileError, match=r"c3-d-dev\.json: item 0 \(id '5-2'\), question 0: "
                                             r"field 'answer' 'c' is not among the choices"):
-        B.read_c3(path)
+        B.read_c3(path, policy=STRICT)
 
 
 # ----------------------------------------------------------------------------- OCNLI / CMNLI
 
 def test_ocnli_skips_labels_outside_three_classes(fixture_root):
-    records = B.read_ocnli()
+    records = B.read_ocnli(policy=STRICT)  # '-' is no defect: strict mode reads the file
     assert [(r["id"], r["label"]) for r in records] == [("0", 0), ("2", 2)]
-    assert records.skipped == {"label_outside_3_classes": 1}
+    assert records.filtered == {"no gold label": 1} and records.skipped == {}
     example = T.MULTIPLE_CHOICE_TEMPLATES["ocnli"](records[0])
     assert [c["prompt"] for c in example["candidates"]] == [
         "他每天早上六点起床跑步？对，", "他每天早上六点起床跑步？或，", "他每天早上六点起床跑步？错，"]
@@ -283,10 +302,10 @@ def test_ocnli_skips_labels_outside_three_classes(fixture_root):
 
 
 def test_cmnli_missing_label_skipped_and_ids_from_lines(fixture_root):
-    records = B.read_cmnli()
+    records = B.read_cmnli(policy=ReadPolicy(max_skipped_fraction=0.5))
     assert records == [{"id": "dev-1", "premise": "孩子们在公园里放风筝", "hypothesis": "天气很好",
                         "label": 1}]
-    assert records.skipped == {"label_outside_3_classes": 1}
+    assert records.skipped == {"empty answer": 1}
     assert T.MULTIPLE_CHOICE_TEMPLATES["cmnli"](records[0])["label"] == 1
 
 
@@ -294,7 +313,7 @@ def test_nli_missing_sentence_names_line(tmp_path):
     path = write(tmp_path, "dev.json", jsonl({"sentence1": "a", "sentence2": "b", "label": "-"},
                                              {"sentence1": "a", "label": "neutral"}))
     with pytest.raises(DataFileError, match=r"dev\.json:2: missing field 'sentence2'"):
-        B.read_ocnli(path)
+        B.read_ocnli(path, policy=STRICT)
 
 
 # ----------------------------------------------------------------------------- DuReader
@@ -314,7 +333,7 @@ def test_dureader_empty_answers(tmp_path):
     path = write(tmp_path, "dev.json", json.dumps(data))
     with pytest.raises(DataFileError, match=r"data\[0\]\.paragraphs\[0\]\.qas\[0\] \(id 'q9'\): "
                                             "field 'answers' is empty"):
-        B.read_dureader(path)
+        B.read_dureader(path, policy=STRICT)
     assert B.read_dureader(path, require_answers=False)[0]["answers"] == []
 
 

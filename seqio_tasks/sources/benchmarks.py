@@ -15,11 +15,10 @@ than ``max_skipped_fraction`` (5 %) is an error. What is wrong with the whole fi
 no header, the wrong top-level type) is always an error.
 
 Records dropped by a rule of the paper's own loaders are counted apart in
-``Records.filtered``: ScienceQA's ``text_only`` drops items with an image (``has_image``) and
+``Records.filtered``: ScienceQA's ``text_only`` drops items with an image (``has image``) and
 ``require_lecture_and_solution`` those whose lecture or solution is empty
-(``empty_lecture_or_solution``). OCNLI / CMNLI items whose label is not one of the three
-classes (``-``: no annotator majority) have no gold answer: they are skipped as
-``no gold label``, as the paper's loader drops them.
+(``empty lecture or solution``); OCNLI / CMNLI items labelled ``-`` (no annotator majority)
+have no gold answer and are filtered as ``no gold label``, as the paper's loader drops them.
 
 Option letters are read as written in the files: full-width (``Ａ``), lower case and with
 surrounding whitespace are the same letter. Ids are normalized to ``str`` (MBPP keeps its
@@ -45,6 +44,7 @@ __all__ = ["Records", "ReadPolicy", "read_logic", "read_jecqa", "read_scienceqa"
 
 LETTERS = "ABCDEFGH"
 NLI_LABELS = ("entailment", "neutral", "contradiction")  # index = label id
+NO_MAJORITY = "-"  # OCNLI / CMNLI: the annotators did not agree; there is no gold label
 MBPP_SPLITS = {  # task_id ranges (inclusive) of the splits of Austin et al. 2021
     "prompt": (1, 10),
     "test": (11, 510),
@@ -248,7 +248,7 @@ def read_scienceqa(path: str | None = None, *, split: str | None = "test",
     ``text_only`` drops problems with an image (the paper ignores images),
     ``require_lecture_and_solution`` drops those with an empty lecture or solution (the paper's
     loader does; its templates need both). A problem hit by both is counted under
-    ``has_image`` only. Records: ``{id, question, choices, label, hint, lecture, solution,
+    ``has image`` only. Records: ``{id, question, choices, label, hint, lecture, solution,
     subject}``.
     """
     path = require_file(
@@ -291,10 +291,10 @@ def read_scienceqa(path: str | None = None, *, split: str | None = "test",
                 raise RowError(f"{where}: field 'image' should be a file name or null, got "
                                f"{image!r}.", "wrong field type")
             if text_only and image:
-                log.filter("has_image")
+                log.filter("has image")
             elif require_lecture_and_solution and not (record["lecture"].strip()
                                                        and record["solution"].strip()):
-                log.filter("empty_lecture_or_solution")
+                log.filter("empty lecture or solution")
             else:
                 log.keep(record, record["id"], where)
     return log.finish()
@@ -432,9 +432,9 @@ def read_mbpp(path: str | None = None, *, variant: str | None = None,
             obj = json_line(obj, where) if isinstance(obj, bytes) else _json_object(obj, where)
             check_decodable(obj, where)
             record = _mbpp_record(obj, variant, where)
-            if split is None or record["split"] == split:
-                log.keep(record, record["task_id"], where)
-    return log.finish()
+            log.keep(record, record["task_id"], where)
+    records = log.finish()
+    return records if split is None else records.select(lambda r: r["split"] == split)
 
 
 def _mbpp_record(obj: dict[str, Any], variant: str, where: str) -> dict[str, Any]:
@@ -541,8 +541,9 @@ def read_cmnli(path: str | None = None, *, split: str = "dev",
 def _read_nli(path: str, policy: ReadPolicy | None) -> Records:
     """Records ``{id, premise, hypothesis, label}``, label 0/1/2 = entailment/neutral/contra.
 
-    Items whose label is not one of those three (``-`` = no annotator majority, missing, null)
-    have no gold answer and are skipped as ``no gold label``, as the paper's loader drops them.
+    Items labelled ``-`` (no annotator majority) have no gold answer: they are filtered as
+    ``no gold label``, as the paper's loader drops them. A missing, empty or other label is a
+    record that cannot be scored.
     Lines without an ``id`` (CMNLI) get ``"{file stem}-{line}"``.
     """
     stem = os.path.basename(path).split(".")[0]
@@ -555,9 +556,14 @@ def _read_nli(path: str, policy: ReadPolicy | None) -> Records:
             hypothesis = field(obj, "sentence2", str, where)
             label = obj.get("label")
             label = label.strip() if isinstance(label, str) else label
+            if label == NO_MAJORITY:
+                log.filter(NO_GOLD_LABEL)
+                continue
+            if label is None or label == "":
+                raise RowError(f"{where}: field 'label' is missing or empty.", EMPTY_ANSWER)
             if label not in NLI_LABELS:
                 raise RowError(f"{where}: field 'label' is {label!r}, not one of "
-                               f"{list(NLI_LABELS)}.", NO_GOLD_LABEL)
+                               f"{list(NLI_LABELS)} (or {NO_MAJORITY!r}).", NOT_AN_OPTION)
             record = {
                 "id": _as_id(obj, "id", where) if "id" in obj else f"{stem}-{lineno}",
                 "premise": premise,

@@ -93,6 +93,12 @@ class Records(list):
         self.filtered = dict(filtered or {})
         self.source = source
 
+    def select(self, keep) -> "Records":
+        """The records for which ``keep(record)`` holds, with the same counts (a split chosen
+        from a file whose every record was checked, duplicates across splits included)."""
+        return Records([r for r in self if keep(r)], self.skipped, self.skipped_at,
+                       self.filtered, self.source)
+
     @property
     def num_skipped(self) -> int:
         return sum(self.skipped.values())
@@ -164,9 +170,6 @@ class RowLog:
         if skipped:
             places = "; ".join(f"{reason} at {', '.join(at)}"
                                for reason, at in self.skipped_at.items())
-            if warn:
-                logger.warning("%s: skipped %d of %d records that cannot be scored (%s): %s",
-                               self.path, skipped, total, describe_counts(self.skipped), places)
             if skipped > self.policy.max_skipped_fraction * total:
                 raise DataFileError(
                     f"{self.path}: {skipped} of {total} records ({skipped / total:.1%}) cannot "
@@ -174,6 +177,9 @@ class RowLog:
                     f"than the {self.policy.max_skipped_fraction:.0%} allowed. Is this the "
                     "right file, in the benchmark's published format? If it is, raise "
                     "EvalConfig.max_skipped_fraction.")
+            if warn:
+                logger.warning("%s: skipped %d of %d records that cannot be scored (%s): %s",
+                               self.path, skipped, total, describe_counts(self.skipped), places)
         if not records and total:
             raise DataFileError(f"{self.path}: none of its {total} records can be scored.")
         if self.filtered:
