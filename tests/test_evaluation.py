@@ -215,7 +215,8 @@ def test_evaluate_mbpp_pass_at_k_on_real_data(tmp_path):
     output = tmp_path / "mbpp.json"
     result = subprocess.run(
         [sys.executable, "-m", "codereason_jax.evaluate", "--gin_file=gin/models/pangu_tiny.gin",
-         "--tasks=eval_mbpp_with_tests", f"--output={output}", "--gin.EvalConfig.split={'eval_mbpp_with_tests': 'test'}",
+         "--tasks=eval_mbpp_with_tests", f"--output={output}",
+         "--gin.EvalConfig.split={'eval_mbpp_with_tests': 'test'}",
          "--gin.EvalConfig.max_examples=3", "--gin.EvalConfig.max_new_tokens=4",
          "--gin.EvalConfig.num_samples=2", "--gin.EvalConfig.mesh_shape=(2, 1, 4)",
          f"--gin.EvalConfig.data_dir='{os.path.join(root, '..', 'shared', 'data')}'"],

@@ -34,7 +34,7 @@ from typing import Any
 
 from seqio_tasks.sources.files import DataFileError, RowError, field, require_file
 from seqio_tasks.sources.rows import (BAD_ID, EMPTY_ANSWER, NO_GOLD_LABEL, NO_TESTS,
-                                      NOT_A_LETTER, NOT_AN_OPTION, OPTION_COUNT, ReadPolicy,
+                                      NOT_AN_OPTION, OPTION_COUNT, ReadPolicy,
                                       Records, RowLog, check_decodable, iter_lines, json_line,
                                       load_json_document, normalize_letter,
                                       option_index)
