@@ -48,3 +48,32 @@ def test_report_errors(tmp_path, capsys):
     assert report.main([str(path), "--tables=2", f"--output_dir={tmp_path}/o"]) == 2
     assert report.main([str(tmp_path / "missing.json")]) == 2
     assert "cannot read results file" in capsys.readouterr().err
+
+
+def _jecqa(accuracy, low, high, skipped):
+    return {"kind": "multiple_choice", "mode": "corrected", "n": 999, "split": "test",
+            "chance": 49.1, "data": {"skipped": skipped},
+            "metrics": {"accuracy": accuracy, "accuracy_ci95": [low, high]}}
+
+
+def test_report_shows_chance_skipped_and_marks_results_at_chance():
+    runs = [dict(_run("aaa", 50.0), tasks={"eval_jecqa_kd": _jecqa(50.5, 47.4, 53.6,
+                                                                    {"empty answer": 1})}),
+            dict(_run("aaa", 50.0), tasks={"eval_jecqa_kd": _jecqa(56.0, 52.9, 59.1, {})})]
+    rows, notes, raw = report.build_table(runs, ["NL", "CODE"], ["eval_jecqa_kd"])
+    assert rows == [["eval_jecqa_kd (accuracy; chance 49.1)",
+                     "50.50 [47.4, 53.6] ≈ n=999 (1 skipped)", "**56.00 [52.9, 59.1] n=999**"]]
+    assert notes == [report.AT_CHANCE_NOTE]
+    assert [(r["covers_chance"], r["skipped"], r["chance"]) for r in raw] == [
+        (True, 1, 49.1), (False, 0, 49.1)]
+
+
+def test_run_summary_lists_split_skipped_chance_and_failures():
+    run = {"checkpoint": "/runs/code", "step": 1000,
+           "tasks": {"eval_jecqa_kd": _jecqa(50.5, 47.4, 53.6, {"empty answer": 1})},
+           "failed": {"eval_ekar": "ekar_chinese/test.json does not exist"}}
+    summary = report.run_summary(run)
+    assert summary.startswith("# Evaluation of /runs/code, step 1000\n")
+    assert ("| eval_jecqa_kd | test | accuracy | 50.50 [47.40, 53.60] | 999 | 1 (empty answer 1) "
+            "| 49.10 | ≈ |") in summary
+    assert "- **eval_ekar failed**: ekar_chinese/test.json does not exist" in summary
