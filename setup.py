@@ -55,5 +55,8 @@ setuptools.setup(
         # Only for the PyTorch peer of `python -m codereason_jax.bench --suite=peer` (skipped
         # when torch is missing). Not in requirements/constraints.txt.
         "bench": ["torch>=2.4"],
+        # Only for converting released weights saved in torch's legacy (pre-1.6, non-zip)
+        # pickle format; zip-format pytorch_model.bin files are read without torch.
+        "torch": ["torch>=2.4"],
     },
 )

@@ -21,11 +21,18 @@ the run that will load it: ``scan_layers`` changes the parameter tree.
 The weights use PanGu-α's 40,000-piece SentencePiece tokenizer (the release's ``vocab.model``),
 which ``seqio_tasks.vocabularies.PanGuVocabulary`` applies the PanGu way.
 
+The head: the port ties ``lm_head`` to ``wte``; a file that holds ``lm_head.weight`` is checked
+to equal ``wte.weight`` and refused if it does not (an untied head is never silently dropped).
+The 13B release pads the 40,000-row table to 40,064 rows: recognised, kept, and masked
+(``PanGuConfig.used_vocab_size = 40000``), so the padding rows never take probability mass.
+
 Memory: host memory holds one copy of the model (in the output dtype) plus one tensor.
-Safetensors files are memory-mapped (read by a built-in reader: no ``safetensors`` package
-needed, bfloat16 included) and each tensor's pages are dropped once it is placed into the
-preallocated target arrays; torch files are loaded with ``mmap=True`` where torch supports it
-and each tensor is freed once placed; Orbax writes the arrays without copying them.
+Safetensors files and zip-format ``pytorch_model.bin`` files are memory-mapped and read by
+built-in readers (no ``safetensors`` package, no torch: the torch pickle is read by an
+unpickler that admits only tensor and storage references, so nothing in the file runs),
+bfloat16 included; each tensor's pages are dropped once it is placed into the preallocated
+target arrays. Only the legacy (pre-1.6) torch format needs torch (``pip install -e
+'.[torch]'``). Orbax writes the arrays without copying them.
 """
 
 from __future__ import annotations
@@ -35,14 +42,17 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse
+import collections
 import dataclasses
 import json
 import math
 import mmap
+import pickle
 import re
 import struct
 import sys
 import time
+import zipfile
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -56,6 +66,9 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_INDEX = "pytorch_model.bin.index.json"
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
 PANGU_VOCAB_SIZE = 40000
+# The released 13B weights pad the 40,000-row table to a multiple of 64 (40,064 rows); rows
+# beyond the tokenizer's pieces are padding, masked by PanGuConfig.used_vocab_size.
+MAX_VOCAB_PADDING = 128
 # Heads of the paper's sizes by d_model (pangu.md §5), used when neither a gin file nor the
 # port's config.json gives them (the tensors do not determine the head count).
 PAPER_HEADS = {1024: 16, 2560: 32, 5120: 40, 16384: 128}
@@ -66,7 +79,7 @@ PAPER_GIN = {1024: (24, "gin/models/pangu_350m.gin"), 2560: (32, "gin/models/pan
 HF_ACTIVATIONS = {"gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh",
                   "gelu_pytorch_tanh": "gelu_tanh", "fast_gelu": "fast_gelu"}
 # Tensors of the port that are not parameters of ours: the causal-mask buffers and the tied
-# head (the port ties lm_head to wte, whatever the file holds).
+# head (check_head_tied refuses a head that differs from wte).
 IGNORED = re.compile(r"^(h\.\d+\.attn\.(bias|masked_bias)|lm_head\.weight)$")
 MAX_LISTED_PROBLEMS = 12
 
@@ -76,7 +89,8 @@ class ConversionError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading tensors: safetensors (memory-mapped, no dependency) and torch pickles (needs torch).
+# Reading tensors: safetensors and torch zip files (memory-mapped, no dependency), and legacy
+# torch pickles (need torch).
 # ----------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -174,11 +188,13 @@ def _import_torch(path: str) -> Any:
         import torch
     except ImportError:
         raise ConversionError(
-            f"{path} is a PyTorch pickle; reading it needs torch, which is not installed. Either "
-            "install it (CPU build: pip install torch --index-url "
-            "https://download.pytorch.org/whl/cpu) or convert the checkpoint to .safetensors "
-            "first (on a machine with torch: safetensors.torch.save_file(torch.load(f), "
-            "'model.safetensors')) and pass that file.") from None
+            f"{path} is a PyTorch pickle in the legacy (pre-1.6, non-zip) format; reading it "
+            "needs torch, which is not installed. Either install it (pip install -e '.[torch]') "
+            "or, on a machine with torch and safetensors, convert it first and pass the "
+            "result: python -c \"import torch; from safetensors.torch import save_file; "
+            f"sd = torch.load('{path}', map_location='cpu'); save_file({{k: v.contiguous()"
+            ".clone() for k, v in sd.items()}, 'model.safetensors')\" (the clone unties "
+            "lm_head from wte, which save_file refuses to store as shared memory).") from None
     return torch
 
 
@@ -218,11 +234,135 @@ class TorchFile:
         self._state.clear()
 
 
-def open_tensor_file(path: str) -> SafetensorsFile | TorchFile:
+def _torch_storage_dtypes() -> dict[str, np.dtype]:
+    import ml_dtypes  # installed with jax
+
+    return {"DoubleStorage": np.dtype("<f8"), "FloatStorage": np.dtype("<f4"),
+            "HalfStorage": np.dtype("<f2"), "BFloat16Storage": np.dtype(ml_dtypes.bfloat16),
+            "LongStorage": np.dtype("<i8"), "IntStorage": np.dtype("<i4"),
+            "ShortStorage": np.dtype("<i2"), "CharStorage": np.dtype("i1"),
+            "ByteStorage": np.dtype("u1"), "BoolStorage": np.dtype("?")}
+
+
+@dataclasses.dataclass(frozen=True)
+class _StorageRef:
+    dtype: np.dtype
+    key: str
+    numel: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _TensorRef:
+    storage: _StorageRef
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+class _StateDictUnpickler(pickle.Unpickler):
+    """Accepts only what a torch state dict pickles: tensors rebuilt from storages, storage
+    types, OrderedDict. Anything else in the file is refused, so nothing in it runs."""
+
+    def __init__(self, stream, path: str):
+        super().__init__(stream)
+        self._path = path
+        self._dtypes = _torch_storage_dtypes()
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+            return self._rebuild_tensor
+        if (module, name) == ("torch._utils", "_rebuild_parameter"):
+            return lambda data, *_: data
+        if module == "torch" and name in self._dtypes:
+            return self._dtypes[name]
+        raise ConversionError(
+            f"{self._path}: the pickle refers to {module}.{name}, which a state dict of "
+            "tensors does not hold; it is not read without torch (install torch with pip "
+            "install -e '.[torch]' only if you trust the file).")
+
+    def persistent_load(self, pid: Any) -> _StorageRef:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and isinstance(pid[1], np.dtype)):
+            raise ConversionError(f"{self._path}: unexpected persistent id {pid!r}.")
+        return _StorageRef(pid[1], str(pid[2]), int(pid[4]))
+
+    @staticmethod
+    def _rebuild_tensor(storage, offset, shape, stride, *_) -> _TensorRef:
+        return _TensorRef(storage, int(offset), tuple(shape), tuple(stride))
+
+
+class TorchZipFile:
+    """A ``torch.save``'d state dict in torch's zip format (torch >= 1.6), read without torch.
+
+    The archive holds ``<name>/data.pkl``, the pickled dict whose tensors name their storage by
+    key, and ``<name>/data/<key>``, each storage's raw little-endian bytes, stored uncompressed.
+    The pickle is read by :class:`_StateDictUnpickler` (no code from the file runs) and each
+    storage is a view of a read-only memory map of the archive.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._zip = zipfile.ZipFile(path)
+        names = self._zip.namelist()
+        pickles = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
+        if len(pickles) != 1:
+            raise ConversionError(f"{path} is a zip file but not a torch checkpoint (no single "
+                                  "data.pkl).")
+        self._prefix = pickles[0][:-len("data.pkl")]
+        order = self._prefix + "byteorder"
+        if order in names and self._zip.read(order).strip() != b"little":
+            raise ConversionError(f"{path} was written on a big-endian machine; convert it "
+                                  "with torch there.")
+        with self._zip.open(pickles[0]) as f:
+            state = _StateDictUnpickler(f, path).load()
+        if not isinstance(state, dict):
+            raise ConversionError(f"{path} does not hold a state dict (got {type(state)}).")
+        self._refs = {k: v for k, v in state.items() if isinstance(v, _TensorRef)}
+        self._file = open(path, "rb")
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.tensors = {k: TensorInfo(k, ref.shape, str(ref.storage.dtype), path)
+                        for k, ref in self._refs.items()}
+
+    def _storage(self, ref: _StorageRef) -> np.ndarray:
+        info = self._zip.getinfo(f"{self._prefix}data/{ref.key}")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return np.frombuffer(self._zip.read(info), ref.dtype, count=ref.numel)
+        header = self._map[info.header_offset:info.header_offset + 30]
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        start = info.header_offset + 30 + name_length + extra_length
+        return np.frombuffer(self._map, ref.dtype, count=ref.numel, offset=start)
+
+    def read(self, name: str) -> np.ndarray:
+        ref = self._refs[name]
+        storage = self._storage(ref.storage)
+        itemsize = storage.dtype.itemsize
+        return np.lib.stride_tricks.as_strided(
+            storage[ref.offset:], shape=ref.shape, strides=[s * itemsize for s in ref.stride],
+            writeable=False)
+
+    def release(self, name: str) -> None:
+        self._refs.pop(name, None)
+
+    def close(self) -> None:
+        self._refs.clear()
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a view is still alive somewhere; the GC closes it later
+                pass
+            self._file.close()
+            self._map = None
+        self._zip.close()
+
+
+def open_tensor_file(path: str) -> SafetensorsFile | TorchZipFile | TorchFile:
     if path.endswith(".safetensors"):
         return SafetensorsFile(path)
     if path.endswith(TORCH_SUFFIXES):
-        return TorchFile(path)
+        # torch's zip format is read without torch; only the legacy format needs it.
+        return TorchZipFile(path) if zipfile.is_zipfile(path) else TorchFile(path)
     raise ConversionError(f"{path}: unknown checkpoint format; expected .safetensors or a torch "
                           f"pickle ({', '.join(TORCH_SUFFIXES)}), or an index json.")
 
@@ -498,7 +638,23 @@ def config_from_tensors(inventory: dict[str, TensorInfo], hf_config: dict[str, A
     activation = HF_ACTIVATIONS.get(hf_config.get("activation_function", "gelu"), "gelu_erf")
     return PanGuConfig(num_heads=int(heads), activation=activation,
                        layer_norm_epsilon=float(hf_config.get("layer_norm_epsilon", 1e-5)),
-                       **found)
+                       used_vocab_size=_padded_pangu_vocab(found["vocab_size"]), **found)
+
+
+def _padded_pangu_vocab(rows: int) -> int | None:
+    """40,000 when ``rows`` is PanGu-α's table padded (e.g. the 13B's 40,064), else None."""
+    return PANGU_VOCAB_SIZE if PANGU_VOCAB_SIZE < rows < PANGU_VOCAB_SIZE + MAX_VOCAB_PADDING \
+        else None
+
+
+def recognise_padded_vocab(inventory: dict[str, TensorInfo], config: PanGuConfig
+                           ) -> PanGuConfig:
+    """A config for 40,000 ids meeting a padded table (40,064 rows) takes the table's size and
+    masks the padding rows (used_vocab_size), instead of refusing the shape."""
+    rows = _short_shapes(inventory).get("wte.weight", (0,))[0]
+    if config.vocab_size == PANGU_VOCAB_SIZE and _padded_pangu_vocab(rows):
+        return dataclasses.replace(config, vocab_size=rows, used_vocab_size=PANGU_VOCAB_SIZE)
+    return config
 
 
 def check_hf_config(hf_config: dict[str, Any], config: PanGuConfig) -> list[str]:
@@ -535,6 +691,33 @@ def _transform(source: np.ndarray, assignment: Assignment) -> np.ndarray:
     if assignment.kind == "transpose":
         source = source.T
     return source.reshape(assignment.target_shape)
+
+
+def check_head_tied(inventory: dict[str, TensorInfo], names: dict[str, str],
+                    rows_per_chunk: int = 4096) -> None:
+    """A checkpoint's ``lm_head.weight`` must equal ``wte.weight``: the PanGu-α port ties them
+    (the file may hold both). An untied head is refused, never silently dropped."""
+    if "lm_head.weight" not in names or "wte.weight" not in names:
+        return
+    head, table = inventory[names["lm_head.weight"]], inventory[names["wte.weight"]]
+    handles = {path: open_tensor_file(path) for path in {head.file, table.file}}
+    try:
+        a = handles[head.file].read(head.name)
+        b = handles[table.file].read(table.name)
+        for start in range(0, a.shape[0], rows_per_chunk):  # bounded memory on a 13B table
+            chunk = slice(start, start + rows_per_chunk)
+            if not np.array_equal(a[chunk], b[chunk]):
+                diff = np.abs(a[chunk].astype(np.float32) - b[chunk].astype(np.float32)).max()
+                raise ConversionError(
+                    f"{head.name} differs from {table.name} (rows {start}.. differ by up to "
+                    f"{diff:.3g}): this checkpoint has an untied output head, which PanGu-α "
+                    "does not have and our model cannot hold (its head is the embedding "
+                    "table). Converting it would drop the trained head, so it is refused. If "
+                    f"the head should be tied, remove {head.name} from the checkpoint first.")
+        del a, b
+    finally:
+        for handle in handles.values():
+            handle.close()
 
 
 def convert_tensors(files: Sequence[str], names: dict[str, str],
@@ -609,8 +792,9 @@ def save_checkpoint(output: str, params: Any, meta: dict[str, Any]) -> str:
     return directory
 
 
-GIN_FIELDS = ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff", "max_seq_len",
-              "activation", "layer_norm_epsilon", "use_query_layer", "scan_layers")
+GIN_FIELDS = ("vocab_size", "used_vocab_size", "num_layers", "d_model", "num_heads", "d_ff",
+              "max_seq_len", "activation", "layer_norm_epsilon", "use_query_layer",
+              "scan_layers")
 
 
 def model_gin(config: PanGuConfig, source: str) -> str:
@@ -653,10 +837,17 @@ def convert(source: str, output: str, config: PanGuConfig | None = None,
         config = config_from_tensors(inventory, hf_config)
         log(f"model from the tensors: {_describe(infer_shape(_short_shapes(inventory)))}, "
             f"num_heads={config.num_heads}, activation={config.activation!r}")
+    config = recognise_padded_vocab(inventory, config)
+    if config.used_vocab_size is not None:
+        log(f"note: the embedding table has {config.vocab_size} rows for "
+            f"{config.used_vocab_size} tokens; the {config.vocab_size - config.used_vocab_size}"
+            " padding rows are kept and masked (PanGuConfig.used_vocab_size): they never win an "
+            "argmax nor take probability mass.")
     warnings = check_hf_config(hf_config, config)
     shapes = abstract_param_shapes(config)
     assignments = name_map(config, shapes)
     names = check_inventory(inventory, config, assignments)
+    check_head_tied(inventory, names)
     for warning in warnings:
         log(f"warning: {warning}")
     if config.activation != "gelu_erf" and "activation_function" not in hf_config:
@@ -675,7 +866,8 @@ def convert(source: str, output: str, config: PanGuConfig | None = None,
             "dtype": dtype, "num_params": num_params,
             "model_config": dataclasses.asdict(config),
             "vocabulary": "PanGu-α 40k SentencePiece (seqio_tasks.vocabularies.PanGuVocabulary)"
-            if config.vocab_size == PANGU_VOCAB_SIZE else f"unknown ({config.vocab_size} ids)",
+            if PANGU_VOCAB_SIZE in (config.vocab_size, config.used_vocab_size)
+            else f"unknown ({config.vocab_size} ids)",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     directory = save_checkpoint(output, params, meta)
     del params

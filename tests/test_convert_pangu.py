@@ -1,6 +1,7 @@
 """convert_pangu: the PyTorch port's state dict -> our Orbax checkpoint, checked against an
 independent NumPy transcription of the port's forward pass (pangu.md §1-§3, HF naming)."""
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -72,9 +73,9 @@ def write_safetensors(path, tensors, dtype=None):
         f.write(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
 
 
-def write_gin(path, scan_layers=False, extra=""):
+def write_gin(path, scan_layers=False, extra="", vocab_size=VOCAB):
     path.write_text(
-        f"PanGuConfig.vocab_size = {VOCAB}\nPanGuConfig.num_layers = {LAYERS}\n"
+        f"PanGuConfig.vocab_size = {vocab_size}\nPanGuConfig.num_layers = {LAYERS}\n"
         f"PanGuConfig.d_model = {D}\nPanGuConfig.num_heads = {HEADS}\n"
         f"PanGuConfig.d_ff = {FF}\nPanGuConfig.max_seq_len = {SEQ}\n"
         f"PanGuConfig.activation = 'gelu_erf'\nPanGuConfig.dropout_rate = 0.0\n"
@@ -277,16 +278,172 @@ def test_bin_without_torch_says_what_to_do(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
-def test_bin_with_torch_matches_numpy_port(tmp_path, capsys):
+@pytest.mark.parametrize("legacy", [False, True])
+def test_bin_with_torch_matches_numpy_port(tmp_path, capsys, legacy):
+    """torch.save's own files, lm_head tied to wte (one storage) as the port saves them: the
+    zip format through the torch-free reader, the legacy format through torch."""
     import torch
 
     sd = port_state_dict(seed=3)
-    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / "pytorch_model.bin")
+    state = {k: torch.from_numpy(v) for k, v in sd.items()}
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    torch.save(state, tmp_path / "pytorch_model.bin", _use_new_zipfile_serialization=not legacy)
     out = tmp_path / "converted"
     rc = convert_pangu.main([f"--hf_checkpoint={tmp_path}", f"--output={out}",
                              f"--gin_file={write_gin(tmp_path / 'm.gin')}"])
     assert rc == 0, capsys.readouterr().err
     assert_port_parity(config(), load(config(), str(out)), sd)
+
+
+def write_torch_zip(path, tensors, tied=()):
+    """A state dict in torch.save's zip layout (torch >= 1.6) without torch: ``archive/data.pkl``
+    (protocol 2, tensors as torch._utils._rebuild_tensor_v2 of storages named by persistent
+    ids ('storage', torch.FloatStorage, key, 'cpu', numel)) and ``archive/data/<key>`` raw
+    little-endian bytes, stored. Names in ``tied`` share the storage of the name they map to,
+    as torch saves tied parameters. The tensors are written transposed in storage with
+    swapped strides, so that the reader's stride handling is exercised."""
+    import collections
+    import pickle
+    import types
+    import zipfile
+
+    torch_module, utils_module = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    class FloatStorage:  # the class torch pickles as the storage type of a float32 tensor
+        pass
+
+    def _rebuild_tensor_v2(*args):  # only its name is written
+        raise AssertionError
+
+    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    torch_module.FloatStorage, utils_module._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
+    torch_module._utils = utils_module
+
+    class Storage:
+        def __init__(self, key, array):
+            self.key, self.array = key, array
+
+    class Tensor:
+        def __init__(self, storage, shape, stride):
+            self.storage, self.shape, self.stride = storage, shape, stride
+
+        def __reduce_ex__(self, protocol):
+            return (_rebuild_tensor_v2, (self.storage, 0, self.shape, self.stride, False,
+                                         collections.OrderedDict()))
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, Storage):
+                return ("storage", FloatStorage, obj.key, "cpu", obj.array.size)
+            return None
+
+    storages, state = {}, collections.OrderedDict()
+    for i, (name, array) in enumerate(tensors.items()):
+        array = np.asarray(array, np.float32)
+        if array.ndim == 2:  # column-major storage: the transpose's bytes, strides (1, rows)
+            storage = Storage(str(i), np.ascontiguousarray(array.T))
+            stride = (1, array.shape[0])
+        else:
+            storage = Storage(str(i), np.ascontiguousarray(array))
+            stride = tuple(int(np.prod(array.shape[k + 1:])) for k in range(array.ndim))
+        storages[name] = storage
+        state[name] = Tensor(storage, array.shape, stride)
+    for name, target in dict(tied).items():
+        state[name] = state[target]
+    saved = {m: sys.modules.get(m) for m in ("torch", "torch._utils")}
+    sys.modules.update({"torch": torch_module, "torch._utils": utils_module})
+    try:
+        import io
+        buffer = io.BytesIO()
+        Pickler(buffer, protocol=2).dump(state)
+    finally:
+        for module, value in saved.items():
+            if value is None:
+                sys.modules.pop(module, None)
+            else:
+                sys.modules[module] = value
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", buffer.getvalue())
+        archive.writestr("archive/byteorder", "little")
+        for storage in storages.values():
+            archive.writestr(f"archive/data/{storage.key}", storage.array.tobytes())
+        archive.writestr("archive/version", "3\n")
+
+
+def test_bin_in_the_zip_format_needs_no_torch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    sd = port_state_dict(seed=4)
+    write_torch_zip(tmp_path / "pytorch_model.bin", sd,
+                    tied={"lm_head.weight": "transformer.wte.weight"})
+    out = tmp_path / "converted"
+    rc = convert_pangu.main([f"--hf_checkpoint={tmp_path}", f"--output={out}",
+                             f"--gin_file={write_gin(tmp_path / 'm.gin')}"])
+    assert rc == 0, capsys.readouterr().err
+    assert_port_parity(config(), load(config(), str(out)), sd)
+
+
+def test_pickle_with_other_globals_is_refused_unread(tmp_path):
+    import pickle
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "evil.bin", "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"x": os.system}, protocol=2))
+    with pytest.raises(convert_pangu.ConversionError, match=r"refers to posix\.system"):
+        convert_pangu.open_tensor_file(str(tmp_path / "evil.bin"))
+
+
+def test_untied_head_is_refused_not_dropped(tmp_path, capsys):
+    sd = port_state_dict()
+    tied = dict(sd, **{"lm_head.weight": sd["transformer.wte.weight"].copy()})
+    write_safetensors(tmp_path / "model.safetensors", tied)
+    gin_file = write_gin(tmp_path / "m.gin")
+    assert convert_pangu.main([f"--hf_checkpoint={tmp_path / 'model.safetensors'}",
+                               f"--output={tmp_path / 'a'}", f"--gin_file={gin_file}"]) == 0
+    untied = dict(sd, **{"lm_head.weight": sd["transformer.wte.weight"] + 0.5})
+    write_safetensors(tmp_path / "model.safetensors", untied)
+    assert convert_pangu.main([f"--hf_checkpoint={tmp_path / 'model.safetensors'}",
+                               f"--output={tmp_path / 'b'}", f"--gin_file={gin_file}"]) == 2
+    err = capsys.readouterr().err
+    assert "lm_head.weight differs from transformer.wte.weight" in err
+    assert "untied output head" in err and not (tmp_path / "b" / "checkpoints").exists()
+
+
+def test_padded_vocabulary_rows_are_kept_and_masked(tmp_path, capsys):
+    """The 13B release pads 40,000 pieces to 40,064 rows: recognised, and the padding rows
+    never win an argmax nor take probability mass."""
+    rows = convert_pangu.PANGU_VOCAB_SIZE + 64
+    sd = port_state_dict(seed=5)
+    rng = np.random.default_rng(5)
+    sd["transformer.wte.weight"] = (0.3 * rng.standard_normal((rows, D))).astype(np.float32)
+    sd["transformer.wte.weight"][convert_pangu.PANGU_VOCAB_SIZE:] = 50.0  # large logits
+    write_safetensors(tmp_path / "model.safetensors", sd)
+    out = tmp_path / "converted"
+    # A model gin for the 40,000-piece vocabulary meets the padded table.
+    gin_file = write_gin(tmp_path / "m.gin", vocab_size=convert_pangu.PANGU_VOCAB_SIZE)
+    rc = convert_pangu.main([f"--hf_checkpoint={tmp_path / 'model.safetensors'}",
+                             f"--output={out}", f"--gin_file={gin_file}"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "40064 rows for 40000 tokens; the 64 padding rows are kept and masked" in captured.out
+    model_gin = (out / "model.gin").read_text()
+    assert "PanGuConfig.vocab_size = 40064" in model_gin
+    assert "PanGuConfig.used_vocab_size = 40000" in model_gin
+    cfg = PanGuConfig(vocab_size=rows, used_vocab_size=convert_pangu.PANGU_VOCAB_SIZE,
+                      num_layers=LAYERS, d_model=D, num_heads=HEADS, d_ff=FF, max_seq_len=SEQ,
+                      dropout_rate=0.0, activation="gelu_erf")
+    params = load(cfg, str(out))
+    tokens = jnp.asarray([[1, 2, 3, 4]])
+    logits = PanGuDecoder(cfg).apply({"params": params}, tokens)
+    probs = jax.nn.softmax(logits, axis=-1)
+    assert float(probs[..., convert_pangu.PANGU_VOCAB_SIZE:].max()) == 0.0
+    assert int(jnp.argmax(logits, -1).max()) < convert_pangu.PANGU_VOCAB_SIZE
+    unmasked = PanGuDecoder(dataclasses.replace(cfg, used_vocab_size=None)).apply(
+        {"params": params}, tokens)
+    # Unmasked, the padding rows would take most of the mass somewhere: the mask matters.
+    padding_mass = jax.nn.softmax(unmasked, -1)[..., convert_pangu.PANGU_VOCAB_SIZE:].sum(-1)
+    assert float(padding_mass.max()) > 0.5
 
 
 def test_converted_weights_are_never_resumed_into(tmp_path, capsys):

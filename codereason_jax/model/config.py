@@ -80,6 +80,10 @@ class PanGuConfig:
     # with a bf16/fp16 compute dtype runs both backward matmuls in that dtype (autodiff runs
     # them in float32 because the logits are float32).
     head_vjp: bool = False
+    # Ids at and above used_vocab_size are rows that only pad the embedding table (the
+    # released 13B weights pad PanGu-α's 40,000 pieces to 40,064): their logits are set to the
+    # float32 minimum, so they never win an argmax nor take probability mass. None: all used.
+    used_vocab_size: int | None = None
 
     def __post_init__(self):
         positive = ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff", "max_seq_len")
@@ -107,6 +111,12 @@ class PanGuConfig:
             raise ConfigError(
                 f"PanGuConfig.layer_norm_epsilon={self.layer_norm_epsilon} must be > 0."
             )
+        if self.used_vocab_size is not None and not (
+                isinstance(self.used_vocab_size, int)
+                and 0 < self.used_vocab_size <= self.vocab_size):
+            raise ConfigError(
+                f"PanGuConfig.used_vocab_size={self.used_vocab_size!r} must be an integer in "
+                f"(0, vocab_size={self.vocab_size}], or None when every row is a token.")
         for name, allowed in (
             ("activation", ACTIVATIONS),
             ("init_scheme", INIT_SCHEMES),
@@ -156,6 +166,13 @@ def _divisor_hint(d_model: int, num_heads: int) -> int:
 
 def check_vocabulary_fits(vocabulary: Any, model_config: PanGuConfig) -> None:
     """Every token id of the tasks' vocabulary must have an embedding row."""
+    used = model_config.used_vocab_size
+    if used is not None and vocabulary.vocab_size > used:
+        raise ConfigError(
+            f"the tasks' vocabulary has {vocabulary.vocab_size} ids but the model uses only "
+            f"PanGuConfig.used_vocab_size={used} of its {model_config.vocab_size} rows (the "
+            "rest pad the table and are masked); choose the vocabulary the weights were trained "
+            "with, or raise used_vocab_size.")
     if vocabulary.vocab_size > model_config.vocab_size:
         raise ConfigError(
             f"the tasks' vocabulary has {vocabulary.vocab_size} ids but "

@@ -155,4 +155,7 @@ class PanGuDecoder(nn.Module):
         else:
             logits = jnp.einsum("btd,vd->btv", h, word.astype(cfg.compute_dtype),
                                 preferred_element_type=jnp.float32)
+        if cfg.used_vocab_size is not None and cfg.used_vocab_size < cfg.vocab_size:
+            used = jnp.arange(cfg.vocab_size) < cfg.used_vocab_size
+            logits = jnp.where(used, logits, jnp.finfo(jnp.float32).min)
         return layers.constrain(logits, (layers.BATCH, layers.LENGTH, layers.VOCAB))
