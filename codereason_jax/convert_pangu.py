@@ -175,12 +175,16 @@ class SafetensorsFile:
 
     def close(self) -> None:
         if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:  # a view is still alive somewhere; the GC closes it later
-                pass
-            self._file.close()
+            _close_mapping(self._map, self._file)
             self._map = self._file = None
+
+
+def _close_mapping(mapping: mmap.mmap, file: Any) -> None:
+    try:
+        mapping.close()
+    except BufferError:  # a view is still alive somewhere; the GC closes it later
+        pass
+    file.close()
 
 
 def _import_torch(path: str) -> Any:
@@ -348,12 +352,8 @@ class TorchZipFile:
     def close(self) -> None:
         self._refs.clear()
         if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:  # a view is still alive somewhere; the GC closes it later
-                pass
-            self._file.close()
-            self._map = None
+            _close_mapping(self._map, self._file)
+            self._map = self._file = None
         self._zip.close()
 
 

@@ -324,6 +324,7 @@ def _make_evaluator(model, model_config, config, rules, batch_sharding, sources)
     from codereason_jax import evaluate
 
     from seqio_tasks import mixing
+    from seqio_tasks.tasks import default_split
 
     batches = {}
     for task in sources:
@@ -358,8 +359,8 @@ def _make_evaluator(model, model_config, config, rules, batch_sharding, sources)
                 total, weight = total + float(t), weight + float(w)
             results[f"eval_loss/{task}"] = total / max(weight, 1.0)
         for task in config.eval_tasks:
-            for name, value in evaluate.evaluate_task(task, eval_model, params,
-                                                      eval_config)["metrics"].items():
+            for name, value in evaluate.evaluate_task(task, default_split(task), eval_model,
+                                                      params, eval_config)["metrics"].items():
                 if isinstance(value, float):
                     results[f"eval/{task}/{name}"] = value
         return results
