@@ -452,7 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="recompute tasks already in --output")
     try:
         args = gin_utils.parse_command_line(parser, argv)
-        model_config = gin_utils.model_config()
+        # --check_data reads files only: no model gin file is needed for it.
+        model_config = None if args.check_data else gin_utils.model_config()
         config = gin_utils.build(EvalConfig)
         if args.tasks:
             config = dataclasses.replace(config, tasks=tuple(args.tasks.split(",")))

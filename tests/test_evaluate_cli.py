@@ -51,6 +51,12 @@ def test_check_data_lines(capsys):
         "tests 1), split all, chance n/a"]
 
 
+def test_check_data_needs_no_model_gin_file(capsys):
+    assert evaluate.main(["--check_data", "--gin_file=gin/eval/tables_2_3_6.gin",
+                          f"--data_dir={MESSY}", *LOOSE, "--tasks=eval_logic"]) == 0
+    assert capsys.readouterr().out.startswith("eval_logic: 3 rows, skipped 4 ")
+
+
 def test_check_data_fails_on_files_over_the_threshold_and_names_them(capsys):
     assert evaluate.main(["--check_data", *TABLES]) == 1
     captured = capsys.readouterr()
