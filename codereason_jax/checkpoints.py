@@ -9,8 +9,10 @@ needs no state: dropout keys are ``fold_in(key(seed), step)``.
 every path goes through ``codereason_jax.paths``, and Orbax reads and writes URLs itself.
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a
-process killed mid-save leaves no directory that looks complete. On restore the newest
-checkpoint that loads is used; one that fails to load is reported and skipped, never used.
+process killed mid-save leaves no directory that looks complete. On resume the newest
+checkpoint that loads is used; one that fails to load is moved aside (kept), never used, and
+its step is saved again; one of other shapes is refused as another run's. A failed write
+stops the run with one message naming the path.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import jax
 import orbax.checkpoint as ocp
 
 from codereason_jax import paths
+from codereason_jax.cli import RunWriteError
+from codereason_jax.config_types import check_field_types
 
-ITEMS = ("params", "opt_state", "meta")
 
 
 class CheckpointError(RuntimeError):
@@ -40,6 +43,7 @@ class CheckpointConfig:
     async_save: bool = True
 
     def __post_init__(self):
+        check_field_types(self)
         if self.every_steps <= 0:
             raise CheckpointError(f"CheckpointConfig.every_steps={self.every_steps} must be > 0.")
         if self.keep_last <= 0:
@@ -54,39 +58,128 @@ def _manager(directory: str, config: CheckpointConfig, read_only: bool = False
         max_to_keep=config.keep_last, keep_period=config.keep_every,
         enable_async_checkpointing=config.async_save, create=not read_only,
         read_only=read_only, cleanup_tmp_directories=not read_only)
-    return ocp.CheckpointManager(paths.resolve(directory), options=options, item_names=ITEMS)
+    # Handlers named up front: the metadata of a checkpoint (its shapes) can then be read
+    # before anything is restored.
+    handlers = {"params": ocp.StandardCheckpointHandler(),
+                "opt_state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(paths.resolve(directory), options=options,
+                                 item_handlers=handlers)
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The OSError behind ``err`` (Orbax wraps the one its writer thread raised), if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def saved_shapes(manager: ocp.CheckpointManager, step: int, item: str = "params"
+                 ) -> dict[str, str]:
+    """The shape table (``run_contract.shape_table``) of one item of a saved checkpoint, read
+    from its metadata without reading an array."""
+    from codereason_jax.run_contract import shape_table
+
+    tree = manager.metadata(step).item_metadata[item]
+    return shape_table(jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree))
 
 
 class RunCheckpoints:
-    """Save and restore the state of one run directory."""
+    """Save and restore the state of one run directory.
+
+    A checkpoint that does not load (truncated, zero-byte or missing files) is moved aside to
+    ``RUN_DIR/checkpoints_corrupt/`` (kept, never deleted) and its step is saved again when the
+    run reaches it. A checkpoint whose shapes differ from the model's is not corrupt but
+    another run's: it is refused, and nothing is moved. A write that fails (disk full,
+    permission, quota) stops the run with a ``RunWriteError`` that names the path.
+    """
 
     def __init__(self, run_dir: str, config: CheckpointConfig):
-        self.directory = paths.join(paths.resolve(run_dir), "checkpoints")
+        self.run_dir = paths.resolve(run_dir)
+        self.directory = paths.join(self.run_dir, "checkpoints")
         self.config = config
         self._manager = _manager(self.directory, config)
+        self._saving: int | None = None  # step of a save that may still be running
+
+    def _write_failed(self, step: int, err: BaseException) -> RunWriteError:
+        cause = _os_error(err)
+        good = [s for s in self.steps() if s != step]
+        kept = (f"the checkpoint of step {good[-1]} is intact" if good
+                else "no earlier checkpoint exists")
+        what = (f"{cause.strerror or cause} ({cause.filename})" if cause is not None
+                and cause.filename else str(cause or err).splitlines()[0])
+        return RunWriteError(
+            f"could not write the checkpoint of step {step} under {self.directory}: {what}; "
+            f"{kept}. Free space (or fix permissions or quota) and rerun the same command to "
+            "resume.")
+
+    def check(self) -> None:
+        """Raise RunWriteError if a finished asynchronous save failed."""
+        if self._saving is None:
+            return
+        try:
+            self._manager.check_for_errors()
+        except Exception as err:  # noqa: BLE001 (a failed write, whatever Orbax wraps it in)
+            raise self._write_failed(self._saving, err) from err
 
     def save(self, step: int, params: Any, opt_state: Any, meta: dict[str, Any],
              force: bool = False) -> bool:
         """Save (asynchronously if configured); returns whether a save started."""
         if not force and step % self.config.every_steps:
             return False
-        return self._manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-            meta=ocp.args.JsonSave(meta)), force=force)
+        self.check()
+        try:
+            started = self._manager.save(step, args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
+                meta=ocp.args.JsonSave(meta)), force=force)
+        except Exception as err:  # noqa: BLE001
+            if _os_error(err) is None:
+                raise
+            raise self._write_failed(step, err) from err
+        if started:
+            self._saving = step
+        return started
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as err:  # noqa: BLE001
+            if self._saving is None or _os_error(err) is None:
+                raise
+            raise self._write_failed(self._saving, err) from err
+        self.check()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
+        self.wait()
         self._manager.close()
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
+    def move_aside(self, step: int, reason: str) -> str:
+        """Move a checkpoint that cannot be loaded to ``checkpoints_corrupt/`` and forget it."""
+        aside = paths.join(self.run_dir, "checkpoints_corrupt")
+        paths.makedirs(aside)
+        target, n = paths.join(aside, str(step)), 1
+        while paths.exists(target):
+            n += 1
+            target = paths.join(aside, f"{step}-{n}")
+        paths.move(paths.join(self.directory, str(step)), target)
+        self._manager.reload()
+        print(f"warning: the checkpoint of step {step} cannot be loaded ({reason}); moved it to "
+              f"{target} and will save step {step} again when the run reaches it.", flush=True)
+        return target
+
     def restore_latest(self, abstract_params: Any, abstract_opt_state: Any
                        ) -> tuple[int, Any, Any, dict[str, Any]] | None:
         """(step, params, opt_state, meta) of the newest checkpoint that loads, or None."""
+        from codereason_jax.run_contract import shape_table
+
+        expected = shape_table(abstract_params)
         for step in reversed(self.steps()):
             step_dir = paths.join(self.directory, str(step))
             if (paths.isdir(paths.join(step_dir, "params"))
@@ -98,18 +191,43 @@ class RunCheckpoints:
                     "weights): start a new --run_dir and set TrainConfig.init_from to "
                     f"{paths.dirname(self.directory)!r} to fine-tune from it.")
             try:
+                shapes = saved_shapes(self._manager, step)
+            except Exception as err:  # noqa: BLE001 (unreadable metadata: corrupt)
+                self.move_aside(step, _brief(err))
+                continue
+            if shapes != expected:
+                raise CheckpointError(_mismatch_message(step_dir, shapes, expected))
+            try:
                 restored = self._manager.restore(step, args=ocp.args.Composite(
                     params=ocp.args.StandardRestore(abstract_params),
                     opt_state=ocp.args.StandardRestore(abstract_opt_state),
                     meta=ocp.args.JsonRestore()))
             except Exception as err:  # noqa: BLE001 (any failure means: do not use it)
-                logging.warning("Checkpoint %s/%d cannot be loaded (%s: %s); skipping it.",
-                                self.directory, step, type(err).__name__, err)
-                print(f"warning: checkpoint at step {step} in {self.directory} is incomplete or "
-                      f"corrupt ({type(err).__name__}); skipping it.", flush=True)
+                logging.warning("Checkpoint %s/%d cannot be loaded (%s: %s).", self.directory,
+                                step, type(err).__name__, err)
+                self.move_aside(step, _brief(err))
                 continue
             return step, restored.params, restored.opt_state, dict(restored.meta)
         return None
+
+
+def _brief(err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first[:200]}" if first else type(err).__name__
+
+
+RESUME_ADVICE = ("Use a new --run_dir, or start a new run from these weights with "
+                 "TrainConfig.init_from.")
+
+
+def _mismatch_message(step_dir: str, saved: dict[str, str], expected: dict[str, str],
+                      advice: str = RESUME_ADVICE) -> str:
+    differ = [f"{name} {saved.get(name, 'absent')} -> {expected.get(name, 'absent')}"
+              for name in sorted(set(saved) | set(expected)) if saved.get(name) != expected.get(name)]
+    return (f"the checkpoint {step_dir} holds parameters of other shapes than this run's model "
+            f"({', '.join(differ[:3])}{f' and {len(differ) - 3} more' if len(differ) > 3 else ''}"
+            "): it is another configuration's run, not a corrupt one. Nothing was changed. "
+            + advice)
 
 
 def _checkpoint_steps(checkpoint_dir: str) -> tuple[str, list[int]]:
@@ -139,18 +257,40 @@ def latest_step(checkpoint_dir: str) -> int:
 def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None = None
                    ) -> tuple[int, Any]:
     """Params of a checkpoint directory (a run dir or its ``checkpoints/``), restored directly
-    into ``abstract_params``' shardings: the source run's mesh does not matter."""
+    into ``abstract_params``' shardings: the source run's mesh does not matter.
+
+    Without ``step``, the newest checkpoint that loads: one that does not is named in a warning
+    and the next older one is tried (nothing is moved: the directory is only read)."""
     directory, steps = _checkpoint_steps(checkpoint_dir)
-    chosen = steps[-1] if step is None else step
-    if chosen not in steps:
+    if step is not None and step not in steps:
         raise CheckpointError(f"{directory} has no checkpoint at step {step}; it has {steps}.")
     manager = _manager(directory, CheckpointConfig(async_save=False), read_only=True)
+    failures = []
     try:
-        restored = manager.restore(chosen, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_params)))
-        return chosen, restored.params
+        for chosen in ([step] if step is not None else reversed(steps)):
+            try:
+                restored = manager.restore(chosen, args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(abstract_params)))
+            except Exception as err:  # noqa: BLE001 (a checkpoint that does not load)
+                from codereason_jax.run_contract import shape_table
+
+                try:
+                    shapes = saved_shapes(manager, chosen)
+                except Exception:  # noqa: BLE001
+                    shapes = None
+                if shapes is not None and shapes != shape_table(abstract_params):
+                    raise CheckpointError(_mismatch_message(
+                        paths.join(directory, str(chosen)), shapes, shape_table(abstract_params),
+                        "Bind the model gin file of the run that wrote it.")) from None
+                failures.append(f"step {chosen} ({_brief(err)})")
+                print(f"warning: the checkpoint of step {chosen} in {directory} cannot be "
+                      f"loaded ({_brief(err)}); trying an older one.", flush=True)
+                continue
+            return chosen, restored.params
     finally:
         manager.close()
+    raise CheckpointError(f"no checkpoint in {directory} can be loaded: " + "; ".join(failures)
+                          + ". Train again from the last good state, or point at another run.")
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:

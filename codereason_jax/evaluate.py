@@ -42,6 +42,7 @@ import numpy as np
 
 from codereason_jax import gin_utils, paths
 from codereason_jax.checkpoints import CheckpointError
+from codereason_jax.config_types import check_field_types
 from codereason_jax.model.config import ConfigError
 from codereason_jax.partitioning import PartitioningError
 
@@ -88,6 +89,7 @@ class EvalConfig:
                 f"{{'eval_mbpp': 'test'}}, got {self.split!r}. Each task has its own default "
                 "split (the one the paper evaluated), so one split for all tasks is not "
                 "accepted.")
+        check_field_types(self)
         if not 0.0 <= self.max_skipped_fraction <= 1.0:
             raise ConfigError(f"EvalConfig.max_skipped_fraction should be in [0, 1], got "
                               f"{self.max_skipped_fraction!r}.")

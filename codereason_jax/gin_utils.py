@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import os
 import re
+import tokenize
 from typing import Sequence
 
 import gin
@@ -92,7 +93,37 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:
             raise ConfigError(f"gin file {path!r} does not exist (looked in the current "
                               f"directory and in {PROJECT_ROOT}).")
     gin.clear_config()
-    gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
+    try:
+        gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
+    except (ValueError, SyntaxError, TypeError, KeyError, AttributeError, ImportError,
+            tokenize.TokenError) as err:
+        # Gin's messages name the file, line and binding; the type is gin's own business.
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(_gin_message(err)).with_traceback(err.__traceback__) from None
+
+
+_GIN_LOCATION = re.compile(r'^\s*In (?:file "(?P<file>[^"]*)", line (?P<line>\d+)|bindings string'
+                          r'(?P<bindings>))', re.M)
+
+
+def _gin_message(err: BaseException) -> str:
+    """``FILE:LINE: message (the line)`` from gin's exception, whose text appends the place."""
+    if isinstance(err, tokenize.TokenError):
+        return f"gin: {err.args[0]}: an unclosed bracket or quote in a gin file or --gin flag"
+    if isinstance(err, SyntaxError):
+        place = f"{err.filename}:{err.lineno}: " if err.filename else ""
+        text = f" ({err.text.strip()})" if err.text and err.text.strip() else ""
+        return f"gin: {place}{err.msg}{text}"
+    text = str(err).strip("'\"")
+    match = _GIN_LOCATION.search(text)
+    if not match:
+        return f"gin: {text}"
+    message = text[:match.start()].strip()
+    rest = [line.strip() for line in text[match.end():].splitlines() if line.strip()]
+    place = (f"{match['file']}:{match['line']}: " if match["file"] is not None
+             else "--gin flag: ")
+    return f"gin: {place}{message}" + (f" ({rest[0]})" if rest else "")
 
 
 def build(cls: type):
@@ -101,7 +132,9 @@ def build(cls: type):
     try:
         bound = _CONFIGURABLES[cls]()
     except TypeError as err:
-        missing = re.findall(r"'(\w+)'", str(err))
+        fields = {f.name for f in dataclasses.fields(cls)}
+        missing = list(dict.fromkeys(
+            name for name in re.findall(r"'(\w+)'", str(err)) if name in fields))
         if "missing" not in str(err) or not missing:
             raise
         name = cls.__name__

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from codereason_jax.model.config import ConfigError
+from codereason_jax.config_types import ConfigError, check_field_types
 
 SCHEDULE_VARIANTS = ("paper", "standard")
 OPTIMIZER_NAMES = ("paper_adamw", "optax_adamw")
@@ -207,6 +207,7 @@ class OptimizerConfig:
     clip_norm: float | None = 1.0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         cls = "OptimizerConfig"
         if self.name not in OPTIMIZER_NAMES:
             raise ConfigError(f"{cls}.name={self.name!r} must be one of {OPTIMIZER_NAMES}.")

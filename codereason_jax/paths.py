@@ -140,6 +140,25 @@ def remove(path: str) -> None:
         os.remove(path)
 
 
+def move(source: str, target: str) -> None:
+    """Move a file or directory tree: a rename locally; on an object store (no directory
+    rename), a copy of every file followed by the deletion of the source."""
+    if not is_url(source):
+        os.replace(source, target)
+        return
+    if not isdir(source):
+        _url_path(target).write_bytes(read_bytes(source))
+        remove(source)
+        return
+    makedirs(target)
+    for name in listdir(source):
+        move(join(source, name), join(target, name))
+    import tensorflow as tf  # an emptied "directory" of an object store
+
+    if tf.io.gfile.exists(source):
+        tf.io.gfile.rmtree(source)
+
+
 def read_bytes(path: str) -> bytes:
     if is_url(path):
         return _url_path(path).read_bytes()
@@ -160,9 +179,17 @@ def write_text(path: str, text: str) -> None:
         _url_path(path).write_bytes(text.encode("utf-8"))
         return
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)  # the old file is untouched; leave no half-written copy either
+        from codereason_jax.cli import RunWriteError
+
+        raise RunWriteError(f"could not write {path}: {err.strerror or err}. Free space (or fix "
+                            "permissions or quota) and rerun.") from err
 
 
 class StepLog:
@@ -192,10 +219,26 @@ class StepLog:
         self._clock = clock
         kept, dropped = [], False
         if exists(path):
-            for line in read_text(path).splitlines(keepends=True):
+            lines = read_bytes(path).decode("utf-8", "replace").splitlines(keepends=True)
+            for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
-                if json.loads(line)["step"] < drop_from:
+                record = _record(line)
+                if record is None and number == len(lines) and not line.endswith("\n"):
+                    # A kill mid-append leaves a partial last line: the step it was writing
+                    # is recomputed, so the fragment is dropped.
+                    print(f"warning: {path}: dropped the partial last line {number} "
+                          f"({line[:60]!r}...), left by an interrupted write.", flush=True)
+                    dropped = True
+                    continue
+                if record is None:
+                    from codereason_jax.cli import UserError
+
+                    raise UserError(
+                        f"{path}:{number} is not a JSON record with a 'step' (a damaged log, "
+                        f"not an interrupted write): {line[:80]!r}. Repair or remove that line "
+                        "and rerun.")
+                if record["step"] < drop_from:
                     kept.append(line if line.endswith("\n") else line + "\n")
                 else:
                     dropped = True
@@ -208,8 +251,15 @@ class StepLog:
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record) + "\n"
         if not self.buffered:
-            with open(self.path, "a") as f:
-                f.write(line)
+            try:
+                with open(self.path, "a") as f:
+                    f.write(line)
+            except OSError as err:
+                from codereason_jax.cli import RunWriteError
+
+                raise RunWriteError(
+                    f"could not append to {self.path}: {err.strerror or err}. Free space (or fix "
+                    "permissions or quota) and rerun the same command to resume.") from err
             return
         self._lines.append(line)
         self._pending = True
@@ -222,3 +272,14 @@ class StepLog:
             write_text(self.path, "".join(self._lines))
             self._pending = False
         self._last_flush = self._clock()
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """The JSON object of one log line with an integer ``step``, or None."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+        return None
+    return record

@@ -17,19 +17,17 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow (under SeqIO) is only the reader
 
 import argparse
+import dataclasses
 import sys
 from typing import Sequence
 
 import gin
 
 from codereason_jax import evaluate  # noqa: F401 (gin: EvalConfig registered before the parse)
-from codereason_jax import gin_utils, paths
-from codereason_jax.checkpoints import CheckpointConfig, CheckpointError
-from codereason_jax.model.config import ConfigError
+from codereason_jax import cli, gin_utils, paths
+from codereason_jax.checkpoints import CheckpointConfig
 from codereason_jax.optim import OptimizerConfig
-from codereason_jax.partitioning import PartitioningError
-from codereason_jax.trainer import TrainConfig, train
-from seqio_tasks.schedules import ScheduleError
+from codereason_jax.trainer import TrainConfig, describe_row_stats, train
 
 gin_utils.register(TrainConfig)
 
@@ -48,27 +46,32 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.train",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", required=True,
                         help="where checkpoints, metrics, TensorBoard logs and config.gin go "
                         "(a local path or a URL such as gs://BUCKET/runs/NAME)")
+    parser.add_argument("--init_from", metavar="RUN_DIR",
+                        help="start a new run from the weights of another run's newest "
+                        "checkpoint (sets TrainConfig.init_from; fresh optimizer, step 0)")
     parser.add_argument("--multihost", choices=("off", "auto", "explicit"), default="off",
                         help="auto: jax.distributed from the environment (Cloud TPU); "
                         "explicit: from --coordinator_address/--num_processes/--process_id")
     parser.add_argument("--coordinator_address", help="HOST:PORT of process 0")
     parser.add_argument("--num_processes", type=int)
     parser.add_argument("--process_id", type=int)
-    try:
-        args = gin_utils.parse_command_line(parser, argv)
-        model_config = gin_utils.model_config()
-        train_config = gin_utils.build(TrainConfig)
-        optimizer_config = gin_utils.build(OptimizerConfig)
-        checkpoint_config = gin_utils.build(CheckpointConfig)
-    except (ConfigError, ValueError) as err:  # gin's own errors are ValueErrors
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cli.add_debug_flag(parser)
+    args = gin_utils.parse_command_line(parser, argv)
+    train_config = gin_utils.build(TrainConfig)
+    if args.init_from:
+        train_config = dataclasses.replace(train_config, init_from=args.init_from)
+    model_config = gin_utils.model_config()
+    optimizer_config = gin_utils.build(OptimizerConfig)
+    checkpoint_config = gin_utils.build(CheckpointConfig)
 
     if args.multihost != "off":
         _initialize_distributed(args)
@@ -77,20 +80,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         import jax
 
         if jax.process_index() == 0:  # one copy, also in a run directory the hosts share
-            paths.makedirs(args.run_dir)
             paths.write_text(paths.join(args.run_dir, "config.gin"), gin.operative_config_str())
 
     try:
         summary = train(model_config, train_config, optimizer_config, checkpoint_config,
                         args.run_dir, on_start=write_operative_config)
-    except (ConfigError, CheckpointError, PartitioningError, ScheduleError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except FloatingPointError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 3
+        return cli.DIVERGED
     print(f"done: step {summary['step']}, last finite loss {summary['loss']:.4f}"
           + (" (preempted; rerun to resume)" if summary["preempted"] else ""))
+    for line in describe_row_stats(summary["rows"]):
+        print(f"  rows: {line}")
     return 0
 
 

@@ -28,7 +28,8 @@ import optax
 from codereason_jax import partitioning, paths
 from codereason_jax.losses import cross_entropy
 from codereason_jax.model import PanGuConfig, PanGuDecoder
-from codereason_jax.model.config import ConfigError, check_vocabulary_fits
+from codereason_jax.config_types import ConfigError, check_field_types
+from codereason_jax.model.config import check_vocabulary_fits
 from codereason_jax.optim import OptimizerConfig
 from codereason_jax.prefetch import Prefetcher
 from seqio_tasks.mixing import DEFAULT_ROW_SHUFFLE_BUFFER
@@ -88,6 +89,7 @@ class TrainConfig:
     eval_max_examples: int = 50
 
     def __post_init__(self):
+        check_field_types(self)
         for name in ("num_steps", "batch_size", "sequence_length", "grad_accumulation",
                      "log_every", "max_consecutive_nonfinite"):
             if getattr(self, name) <= 0:
@@ -220,36 +222,94 @@ class _Preemption:
         return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
 
 
-def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: OptimizerConfig,
-          checkpoint_config: CheckpointConfig, run_dir: str,
-          on_start: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) training in ``run_dir``; returns a summary of the run."""
-    # Imported here so that the train step (make_train_step) needs no Orbax or gin.
-    from codereason_jax.checkpoints import RunCheckpoints, abstract_like, restore_params
+@dataclasses.dataclass
+class RunSetup:
+    """Everything a run needs, derived and checked before anything is written."""
+    mesh: Any
+    rules: partitioning.Rules
+    model: PanGuDecoder
+    schedule: Any
+    optimizer: optax.GradientTransformation
+    learning_rate: Callable[[int], Any]
+    boxed: Any
+    param_shardings: Any
+    abstract_params: Any
+    abstract_opt: Any
+    opt_shardings: Any
+    batch_sharding: Any
+    contract: dict[str, Any]
+    saved_contract: dict[str, Any] | None
+    changes: dict[str, tuple[Any, Any]]
 
+
+def _use_vocabulary(config: TrainConfig) -> Any:
+    """Register the tasks with the run's vocabulary; a bad spec is the user's to fix."""
     from seqio_tasks.default_vocabulary import use_vocabulary
-    use_vocabulary(config.vocabulary)
-    from seqio_tasks import mixing, mixtures  # noqa: F401 (registers tasks and mixtures)
+
+    try:
+        use_vocabulary(config.vocabulary)
+        from seqio_tasks import mixing, mixtures  # noqa: F401 (registers tasks and mixtures)
+        from seqio_tasks.tasks import VOCABULARY
+
+        VOCABULARY.vocab_size  # loads the SentencePiece model: a missing file shows here
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"TrainConfig.vocabulary={config.vocabulary!r}: {err}") from err
+    return VOCABULARY
+
+
+def _batch_shards(sharding: Any) -> int:
+    """How many ways the batch dimension of ``sharding`` is split."""
+    axes = sharding.spec[0] if len(sharding.spec) else None
+    if axes is None:
+        return 1
+    axes = (axes,) if isinstance(axes, str) else axes
+    return math.prod(sharding.mesh.shape[a] for a in axes)
+
+
+def preflight(model_config: PanGuConfig, config: TrainConfig, optimizer_config: OptimizerConfig,
+              checkpoint_config: CheckpointConfig, run_dir: str) -> RunSetup:
+    """Every check of a run, in one place, before anything is written: vocabulary vs the
+    embedding, sequence length vs the model, mesh vs devices, batch vs the data and fsdp axes
+    and the hosts, schedule and warmup vs steps, the fine-tuning source, and, for an existing
+    run directory, the run's contract (``run_contract``)."""
+    from codereason_jax import run_contract
+    from codereason_jax.checkpoints import CheckpointError, _checkpoint_steps
+
+    vocabulary = _use_vocabulary(config)
+    check_vocabulary_fits(vocabulary, model_config)
     from seqio_tasks.registry import resolve_schedule
-    from seqio_tasks.tasks import VOCABULARY
-    check_vocabulary_fits(VOCABULARY, model_config)
+    from seqio_tasks.tasks import VOCABULARY_SPEC
 
-    from codereason_jax import metrics as metrics_lib
-
-    is_chief = jax.process_index() == 0
-    if is_chief or not paths.is_url(run_dir):  # a shared URL is made once, by process 0
-        paths.makedirs(run_dir)
-    if config.data_dir:
-        os.environ["CODEREASON_DATA_DIR"] = config.data_dir
+    if config.sequence_length > model_config.max_seq_len:
+        raise ConfigError(
+            f"TrainConfig.sequence_length={config.sequence_length} exceeds "
+            f"PanGuConfig.max_seq_len={model_config.max_seq_len} (the model's position table); "
+            "lower the sequence length or raise max_seq_len.")
+    if optimizer_config.warmup_steps > config.num_steps:
+        raise ConfigError(
+            f"OptimizerConfig.warmup_steps={optimizer_config.warmup_steps} exceeds "
+            f"TrainConfig.num_steps={config.num_steps}: the learning rate would never reach its "
+            "peak. Lower warmup_steps or raise num_steps.")
     mesh = partitioning.make_mesh(
         partitioning.resolve_mesh_shape(config.mesh_shape, jax.device_count()))
     rules = partitioning.validate_rules(
         tuple(tuple(rule) for rule in config.logical_axis_rules)
         if config.logical_axis_rules is not None else partitioning.DEFAULT_RULES)
-    model = PanGuDecoder(model_config)
+    batch_sharding = partitioning.batch_sharding(mesh, rules)
+    shards = _batch_shards(batch_sharding)
+    micro_batch = config.batch_size // config.grad_accumulation
+    if micro_batch % shards:
+        raise ConfigError(
+            f"TrainConfig.batch_size={config.batch_size} / grad_accumulation="
+            f"{config.grad_accumulation} = {micro_batch} rows per micro-batch do not split over "
+            f"the {shards} batch shards of the mesh {dict(mesh.shape)} (data x fsdp); choose a "
+            f"batch size that is a multiple of {shards * config.grad_accumulation}.")
+    if config.batch_size % jax.process_count():
+        raise ConfigError(f"TrainConfig.batch_size={config.batch_size} is not divisible by the "
+                          f"{jax.process_count()} processes (hosts).")
     schedule = resolve_schedule(config.mixture, config.num_steps)
     optimizer, learning_rate = optimizer_config.build(config.num_steps)
-
+    model = PanGuDecoder(model_config)
     example = jnp.zeros((config.batch_size, config.sequence_length), jnp.int32)
     boxed = jax.eval_shape(lambda: model.init(jax.random.key(config.seed), example))["params"]
     partitioning.check_tensor_axes(boxed, rules)
@@ -258,60 +318,141 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
     abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
     opt_shardings = partitioning.optimizer_state_shardings(abstract_opt, abstract_params,
                                                           param_shardings, mesh)
-    batch_sharding = partitioning.batch_sharding(mesh, rules)
+    if config.init_from:
+        _checkpoint_steps(config.init_from)  # a missing or empty source fails here
+        if config.init_from_step is not None and config.init_from_step not in (
+                _checkpoint_steps(config.init_from)[1]):
+            raise CheckpointError(
+                f"TrainConfig.init_from_step={config.init_from_step}: {config.init_from} has no "
+                f"checkpoint at that step; it has {_checkpoint_steps(config.init_from)[1]}.")
+    contract = run_contract.make_contract(
+        model_config=model_config, train_config=config, optimizer_config=optimizer_config,
+        checkpoint_config=checkpoint_config, abstract_params=abstract_params,
+        abstract_opt_state=abstract_opt,
+        vocabulary=run_contract.vocabulary_identity(vocabulary, VOCABULARY_SPEC),
+        schedule_fingerprint=schedule.fingerprint())
+    saved = run_contract.read(run_dir) if paths.isdir(run_dir) else None
+    changes = (run_contract.check(saved, contract, run_dir, config.allow_schedule_change)
+               if saved is not None else {})
+    return RunSetup(mesh, rules, model, schedule, optimizer, learning_rate, boxed,
+                    param_shardings, abstract_params, abstract_opt, opt_shardings,
+                    batch_sharding, contract, saved, changes)
+
+
+class _Peeked:
+    """An iterator with its first item already taken (to check the data before the run
+    directory exists), yielding it first; attributes fall through (``plan``, ``streams``)."""
+
+    def __init__(self, iterator: Any):
+        self._iterator = iterator
+        self._first = [next(iterator)]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._first.pop() if self._first else next(self._iterator)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._iterator, name)
+
+
+def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: OptimizerConfig,
+          checkpoint_config: CheckpointConfig, run_dir: str,
+          on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) training in ``run_dir``; returns a summary of the run.
+
+    Nothing is written before :func:`preflight` has passed and, for a new run directory, the
+    first batch has been read: a refused command leaves no directory behind, and a refused
+    resume leaves the directory byte for byte as it was."""
+    # Imported here so that the train step (make_train_step) needs no Orbax or gin.
+    from codereason_jax import failpoints, run_contract
+    from codereason_jax.checkpoints import RunCheckpoints, abstract_like, restore_params
+
+    if config.data_dir:
+        os.environ["CODEREASON_DATA_DIR"] = config.data_dir
+    setup = preflight(model_config, config, optimizer_config, checkpoint_config, run_dir)
+    from seqio_tasks import mixing
+
+    from codereason_jax import metrics as metrics_lib
+
+    is_chief = jax.process_index() == 0
+    mesh = setup.mesh
+
+    def data_from(step: int):
+        return mixing.mixture_iterator(
+            config.mixture, sequence_length=config.sequence_length,
+            batch_size=config.batch_size, seed=config.seed, start_step=step,
+            total_steps=config.num_steps, host_index=jax.process_index(),
+            host_count=jax.process_count(), pack_instructions=config.pack_instructions,
+            overlong=config.overlong, row_shuffle_buffer=config.row_shuffle_buffer)
+
+    resuming = paths.isdir(paths.join(run_dir, "checkpoints"))
+    data = None if resuming else _Peeked(data_from(0))  # data errors before the directory
+    if is_chief or not paths.is_url(run_dir):  # a shared URL is made once, by process 0
+        paths.makedirs(run_dir)
     if is_chief:
         print(f"mesh {dict(mesh.shape)} over {jax.device_count()} "
               f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es)")
-        print(parameter_table(boxed, param_shardings), flush=True)
+        print(parameter_table(setup.boxed, setup.param_shardings), flush=True)
+        for name, (old, new) in setup.changes.items():
+            print(f"note: {name} changed from {old!r} to {new!r} (recorded in "
+                  f"{run_contract.RUN_FILE})", flush=True)
 
     # Peak FLOP/s for MFU: from the table for accelerators, measured once here on CPU.
     peak, _ = metrics_lib.peak_flops_per_device(dtype=model_config.dtype)
     checkpoints = RunCheckpoints(run_dir, checkpoint_config)
-    meta_base = {"mixture": config.mixture, "schedule_fingerprint": schedule.fingerprint(),
+    meta_base = {"mixture": config.mixture, "schedule_fingerprint": setup.schedule.fingerprint(),
                  "seed": config.seed, "batch_size": config.batch_size,
                  "sequence_length": config.sequence_length}
     with jax.set_mesh(mesh):
-        restored = checkpoints.restore_latest(abstract_like(abstract_params, param_shardings),
-                                              abstract_like(abstract_opt, opt_shardings))
+        restored = checkpoints.restore_latest(
+            abstract_like(setup.abstract_params, setup.param_shardings),
+            abstract_like(setup.abstract_opt, setup.opt_shardings))
         if restored is not None:
             start_step, params, opt_state, meta = restored
-            _check_resume_meta(meta, meta_base, config, run_dir)
+            if setup.saved_contract is None:  # a run directory from before run.json
+                _check_resume_meta(meta, meta_base, config, run_dir)
             if is_chief:
                 print(f"resuming from the checkpoint of step {start_step}", flush=True)
         else:
             start_step = 0
             if config.init_from:
                 source_step, params = restore_params(
-                    config.init_from, abstract_like(abstract_params, param_shardings),
+                    config.init_from, abstract_like(setup.abstract_params,
+                                                    setup.param_shardings),
                     config.init_from_step)
                 if is_chief:
                     print(f"initialised params from {config.init_from} (step {source_step}); "
                           "fresh optimizer state, step 0", flush=True)
             else:
-                params = jax.jit(lambda key: nn.meta.unbox(model.init(key, example)["params"]),
-                                 out_shardings=param_shardings)(jax.random.key(config.seed))
-            opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+                params = jax.jit(
+                    lambda key: nn.meta.unbox(setup.model.init(key, jnp.zeros(
+                        (config.batch_size, config.sequence_length), jnp.int32))["params"]),
+                    out_shardings=setup.param_shardings)(jax.random.key(config.seed))
+            opt_state = jax.jit(setup.optimizer.init, out_shardings=setup.opt_shardings)(params)
+        if is_chief:
+            run_contract.write(run_dir, setup.saved_contract, setup.contract, setup.changes,
+                               start_step)
 
-        step_fn = jax.jit(make_train_step(model, optimizer, config, rules),
-                          in_shardings=(param_shardings, opt_shardings, batch_sharding, None),
-                          out_shardings=(param_shardings, opt_shardings, None),
+        step_fn = jax.jit(make_train_step(setup.model, setup.optimizer, config, setup.rules),
+                          in_shardings=(setup.param_shardings, setup.opt_shardings,
+                                        setup.batch_sharding, None),
+                          out_shardings=(setup.param_shardings, setup.opt_shardings, None),
                           donate_argnums=(0, 1))
-        data = mixing.mixture_iterator(
-            config.mixture, sequence_length=config.sequence_length,
-            batch_size=config.batch_size, seed=config.seed, start_step=start_step,
-            total_steps=config.num_steps, host_index=jax.process_index(),
-            host_count=jax.process_count(), pack_instructions=config.pack_instructions,
-            overlong=config.overlong, row_shuffle_buffer=config.row_shuffle_buffer)
+        if data is None or start_step != 0:
+            data = data_from(start_step)
         if config.prefetch_batches:
             data = Prefetcher(data, config.prefetch_batches)
-        evaluator = (_make_evaluator(model, model_config, config, rules, batch_sharding,
-                                     data.plan.sources) if config.eval_every else None)
+        evaluator = (_make_evaluator(setup.model, model_config, config, setup.rules,
+                                     setup.batch_sharding, data.plan.sources)
+                     if config.eval_every else None)
         if on_start is not None:
             on_start()
         try:
             summary = _loop(step_fn, params, opt_state, data, start_step, config, model_config,
-                            learning_rate, checkpoints, meta_base, batch_sharding, run_dir,
-                            is_chief, metrics_lib, peak, evaluator)
+                            setup.learning_rate, checkpoints, meta_base, setup.batch_sharding,
+                            run_dir, is_chief, metrics_lib, peak, evaluator, failpoints)
         finally:
             if isinstance(data, Prefetcher):
                 data.close()
@@ -388,7 +529,7 @@ def _check_resume_meta(meta: dict, expected: dict, config: TrainConfig, run_dir:
 
 def _loop(step_fn, params, opt_state, data, start_step, config, model_config, learning_rate,
           checkpoints, meta_base, batch_sharding, run_dir, is_chief, metrics_lib, peak,
-          evaluator):
+          evaluator, failpoints):
     preemption = _Preemption()
     writer = metrics_lib.MetricsWriter(paths.join(run_dir, "tensorboard"), enabled=is_chief)
     progress = metrics_lib.Progress(config.num_steps, start_step=start_step) if is_chief else None
@@ -404,16 +545,22 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
         if force or step % checkpoints.config.every_steps == 0:
             for log in logs:  # first: a resumable checkpoint never runs ahead of the files
                 log.flush()
-        checkpoints.save(step, params, opt_state, {**meta_base, "step": step}, force=force)
+        if checkpoints.save(step, params, opt_state, {**meta_base, "step": step}, force=force):
+            failpoints.reached("pause_saving", step)
 
     sources = data.plan.sources
     consecutive_bad, last_loss, step = 0, float("nan"), start_step
+    row_stats: dict[str, dict[str, int]] = {}
     tokens_per_step = config.batch_size * config.sequence_length
     window_start, window_steps = time.perf_counter(), 0
     try:
         for step in range(start_step, config.num_steps):
+            checkpoints.check()  # a failed asynchronous save stops the run at once
             host_batch = next(data)
             source_ids = host_batch.pop("source_ids")
+            row_stats = data.row_stats(step)
+            done = step + 1
+            logging_step = done % config.log_every == 0 or done == config.num_steps
             batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
                      for k, v in host_batch.items()}
             params, opt_state, step_metrics = step_fn(params, opt_state, batch, step)
@@ -427,8 +574,12 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
             real = (host_batch["segment_ids"] > 0).sum(axis=1)
             shares = {f"share/{name}": float(real[source_ids == j].sum() / max(1, real.sum()))
                       for j, name in enumerate(sources)}
+            if logging_step:  # what each source's rules dropped so far (counts from step 0)
+                record.update(_row_stat_scalars(row_stats))
             if is_chief:
                 metrics_log.append({**record, **shares})
+            failpoints.reached("fsize", done)
+            failpoints.reached("pause", done)
             if not finite:
                 print(f"warning: step {step}: non-finite loss or gradient (loss={loss}); the "
                       f"update was not applied ({consecutive_bad} in a row).", flush=True)
@@ -440,8 +591,7 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
             else:
                 last_loss = loss
             window_steps += 1
-            done = step + 1
-            if is_chief and (done % config.log_every == 0 or done == config.num_steps):
+            if is_chief and logging_step:
                 elapsed = time.perf_counter() - window_start
                 tokens_per_s = window_steps * tokens_per_step / max(elapsed, 1e-9)
                 per_device = tokens_per_s / jax.device_count()
@@ -462,7 +612,8 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
                 checkpoints.wait()
                 print(f"SIGTERM: saved the checkpoint of step {done} and stopped; run the same "
                       "command to resume.", flush=True)
-                return {"step": done, "loss": last_loss, "preempted": True}
+                return {"step": done, "loss": last_loss, "preempted": True,
+                        "rows": row_stats}
         if config.num_steps % checkpoints.config.every_steps:
             save(config.num_steps, params, opt_state, force=True)
         checkpoints.wait()
@@ -473,4 +624,22 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
         writer.close()
         if progress is not None:
             progress.close()
-    return {"step": config.num_steps, "loss": last_loss, "preempted": False}
+    return {"step": config.num_steps, "loss": last_loss, "preempted": False, "rows": row_stats}
+
+
+def _row_stat_scalars(row_stats: dict[str, dict[str, int]]) -> dict[str, int]:
+    """``{"rows/<source>/dropped_overlong": n, ...}``: the counts of each rule per source."""
+    return {f"rows/{source}/{name}": value for source, counts in row_stats.items()
+            for name, value in counts.items()}
+
+
+def describe_row_stats(row_stats: dict[str, dict[str, int]]) -> list[str]:
+    """One line per source whose rules dropped or truncated examples."""
+    lines = []
+    for source, counts in row_stats.items():
+        if counts["dropped_overlong"] or counts["truncated_overlong"]:
+            lines.append(f"{source}: of {counts['examples']} examples read, "
+                         f"{counts['dropped_overlong']} dropped and "
+                         f"{counts['truncated_overlong']} truncated as longer than a row "
+                         "(TrainConfig.overlong)")
+    return lines

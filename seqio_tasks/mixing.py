@@ -226,6 +226,9 @@ class MixtureIterator:
                                 (host_index + 1) * plan.batch_size // host_count)
         for stream, skip in zip(self.streams, plan.consumed_before(start_step)):
             stream.skip(int(skip) - stream.position)
+        # step -> what each source's packer had read, dropped and truncated when the batch of
+        # that step was made (a snapshot, so a consumer behind a prefetcher reads its step's).
+        self._row_stats: dict[int, dict[str, dict[str, int]]] = {}
 
     def __iter__(self):
         return self
@@ -242,8 +245,21 @@ class MixtureIterator:
         mine = rows[self.host_slice]
         batch = {k: np.stack([row[k] for row in mine]) for k in packing.ROW_FIELDS}
         batch["source_ids"] = sources[self.host_slice].astype(np.int32)
+        self._row_stats[self.step] = {
+            stream.task.name: {"examples": stream.packer.stats.examples,
+                               "dropped_overlong": stream.packer.stats.dropped,
+                               "truncated_overlong": stream.packer.stats.truncated}
+            for stream in self.streams}
         self.step += 1
         return batch
+
+    def row_stats(self, step: int) -> dict[str, dict[str, int]]:
+        """Examples read, dropped and truncated (as too long for a row) per source, counted
+        from the start of the run when the batch of ``step`` was made (the packers read ahead
+        of the batches by their row-shuffle buffer). Forgets the steps up to ``step``."""
+        for old in [s for s in list(self._row_stats) if s < step]:
+            self._row_stats.pop(old, None)
+        return self._row_stats.pop(step)
 
 
 def mixture_iterator(name: str, *, sequence_length: int, batch_size: int, seed: int = 0,

@@ -13,15 +13,13 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from codereason_jax.config_types import ConfigError, check_field_types
+
 ACTIVATIONS = ("fast_gelu", "gelu_erf", "gelu_tanh")
 INIT_SCHEMES = ("paper", "scaled")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn", "auto")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the field."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +84,7 @@ class PanGuConfig:
     used_vocab_size: int | None = None
 
     def __post_init__(self):
+        check_field_types(self)
         positive = ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff", "max_seq_len")
         for name in positive:
             value = getattr(self, name)
