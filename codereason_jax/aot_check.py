@@ -24,7 +24,9 @@ def _parse_mesh(text: str) -> tuple[int, int, int]:
     try:
         data, fsdp, model = (int(x) for x in text.lower().split("x"))
     except ValueError:
-        raise SystemExit(f"error: --mesh={text!r} must be DATAxFSDPxMODEL, e.g. 2x8x1") from None
+        from codereason_jax.cli import UserError
+
+        raise UserError(f"--mesh={text!r} must be DATAxFSDPxMODEL, e.g. 2x8x1") from None
     return data, fsdp, model
 
 
@@ -43,7 +45,12 @@ def _check_gin_mesh(mesh: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from codereason_jax import cli
+
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.aot_check",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--mesh", required=True, help="DATAxFSDPxMODEL")

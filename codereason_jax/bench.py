@@ -576,6 +576,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from codereason_jax import cli
+
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     payload = run(args)
     return 1 if any("error" in r for r in payload["results"]) else 0

@@ -85,6 +85,8 @@ def saved_shapes(manager: ocp.CheckpointManager, step: int, item: str = "params"
     from codereason_jax.run_contract import shape_table
 
     tree = manager.metadata(step).item_metadata[item]
+    if tree is None:  # Orbax gives None for an item whose files it cannot interpret
+        raise ValueError(f"the {item} metadata cannot be read")
     return shape_table(jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree))
 
 

@@ -40,7 +40,7 @@ from typing import Any, Mapping, Sequence
 import gin
 import numpy as np
 
-from codereason_jax import gin_utils, paths
+from codereason_jax import cli, gin_utils, paths
 from codereason_jax.checkpoints import CheckpointError
 from codereason_jax.config_types import check_field_types
 from codereason_jax.model.config import ConfigError
@@ -128,9 +128,10 @@ def _load_params(model, checkpoint: str | None, seed: int, mesh_shape,
     if checkpoint is None:
         params = jax.jit(lambda key: nn.meta.unbox(model.init(key, example)["params"]),
                          out_shardings=shardings)(jax.random.key(seed))
-        return mesh, params
-    _, params = restore_params(checkpoint, abstract_like(nn.meta.unbox(boxed), shardings), step)
-    return mesh, params
+        return mesh, params, 0
+    step, params = restore_params(checkpoint, abstract_like(nn.meta.unbox(boxed), shardings),
+                                  step)
+    return mesh, params, step
 
 
 def evaluate_task(name: str, split: str, model, params, config: EvalConfig) -> dict[str, Any]:
@@ -435,7 +436,10 @@ def write_results(output: str, results: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.evaluate",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="run (or checkpoints/) directory, local or a URL "
@@ -452,23 +456,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a record that cannot be scored is an error (EvalConfig.strict)")
     parser.add_argument("--force", action="store_true",
                         help="recompute tasks already in --output")
-    try:
-        args = gin_utils.parse_command_line(parser, argv)
-        # --check_data reads files only: no model gin file is needed for it.
-        model_config = None if args.check_data else gin_utils.model_config()
-        config = gin_utils.build(EvalConfig)
-        if args.tasks:
-            config = dataclasses.replace(config, tasks=tuple(args.tasks.split(",")))
-        if args.strict:
-            config = dataclasses.replace(config, strict=True)
-        if args.data_dir:
-            config = dataclasses.replace(config, data_dir=args.data_dir)
-        if not args.check_data and not args.output:
-            raise ConfigError("--output is required (the results JSON to write), unless "
-                              "--check_data.")
-    except (ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cli.add_debug_flag(parser)
+    args = gin_utils.parse_command_line(parser, argv)
+    # --check_data reads files only: no model gin file is needed for it.
+    model_config = None if args.check_data else gin_utils.model_config()
+    config = gin_utils.build(EvalConfig)
+    if args.tasks:
+        config = dataclasses.replace(config, tasks=tuple(args.tasks.split(",")))
+    if args.strict:
+        config = dataclasses.replace(config, strict=True)
+    if args.data_dir:
+        config = dataclasses.replace(config, data_dir=args.data_dir)
+    if not args.check_data and not args.output:
+        raise ConfigError("--output is required (the results JSON to write), unless "
+                          "--check_data.")
     if config.data_dir:
         os.environ["CODEREASON_DATA_DIR"] = config.data_dir
 
@@ -487,27 +488,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return check_data(splits)
         from seqio_tasks.tasks import VOCABULARY
         check_vocabulary_fits(VOCABULARY, model_config)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # a vocabulary or task the data cannot give
+        raise ConfigError(str(err)) from err
 
     model = PanGuDecoder(dataclasses.replace(model_config, dropout_rate=0.0))
     vocabulary = seqio.get_mixture_or_task(config.tasks[0]).output_features["targets"].vocabulary
     vocab_hash = hashlib.sha256(
         paths.read_bytes(vocabulary.sentencepiece_model_file)).hexdigest()[:16]
-    try:
-        if args.checkpoint is None:
-            source = {"checkpoint": None, "step": 0, "init_seed": config.seed}
-        else:
-            from codereason_jax.checkpoints import latest_step
-            source = {"checkpoint": paths.resolve(args.checkpoint),
-                      "step": latest_step(args.checkpoint)}
-        identity = {**source, "model": dataclasses.asdict(model_config),
-                    "vocabulary_sha256": vocab_hash}
-        previous = load_previous(args.output, identity, args.force)
-    except (CheckpointError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # The newest checkpoint that loads (a corrupt one is named and passed over).
+    loaded = _load_params(model, args.checkpoint, config.seed, config.mesh_shape)
+    if args.checkpoint is None:
+        source = {"checkpoint": None, "step": 0, "init_seed": config.seed}
+    else:
+        source = {"checkpoint": paths.resolve(args.checkpoint), "step": loaded[2]}
+    identity = {**source, "model": dataclasses.asdict(model_config),
+                "vocabulary_sha256": vocab_hash}
+    previous = load_previous(args.output, identity, args.force)
 
     results = {"identity": identity, "model": dataclasses.asdict(model_config), **source,
                "vocabulary": {"file": vocabulary.sentencepiece_model_file, "sha256": vocab_hash,
@@ -518,7 +514,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                # result, listed under "failed" as stale.
                "tasks": dict(previous), "failed": {}}
     paths.makedirs(paths.dirname(paths.resolve(args.output)))
-    loaded: tuple | None = None  # (mesh, params), on the first task that needs the model
     with read_policy(config.read_policy()):
         for i, name in enumerate(config.tasks, start=1):
             split = splits[name]
@@ -533,9 +528,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print("    done earlier with the same checkpoint, settings and data: kept "
                           "(--force recomputes)", flush=True)
                     continue
-                if loaded is None:
-                    loaded = _load_params(model, args.checkpoint, config.seed,
-                                          config.mesh_shape, source["step"] or None)
                 import jax
 
                 with jax.set_mesh(loaded[0]):

@@ -31,6 +31,12 @@ def _bar(done: int, total: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from codereason_jax import cli
+
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.inspect_mixture",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--mixture", required=True, help="schedule, mixture or task name")

@@ -198,6 +198,12 @@ def _plot(raw: list[dict], labels: Sequence[str], title: str, path: str) -> None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from codereason_jax import cli
+
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.report",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", help="results JSON files of evaluate")

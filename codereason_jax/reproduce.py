@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from codereason_jax import paths
+from codereason_jax.cli import UserError
 
 PRETRAIN_CELLS = ("pretrain_nl", "pretrain_code")
 # Tuning cell -> the pre-trained model it starts from.
@@ -161,8 +162,8 @@ class State:
             with open(self.path) as f:
                 previous = json.load(f)
             if previous["fingerprint"] != fingerprint:
-                raise SystemExit(
-                    f"error: {output_dir} holds a run of another scale or setting "
+                raise UserError(
+                    f"{output_dir} holds a run of another scale or setting "
                     f"({previous['scale']}, {previous['fingerprint']}); pass another "
                     "--output_dir or delete that one.")
             self.data = previous
@@ -229,7 +230,7 @@ def run_all(scale_name: str, output_dir: str, only: Sequence[str] | None = None)
     """Run (or resume) every step; returns the wall-clock seconds of all finished steps."""
     scale = SCALES[scale_name]
     if paths.is_url(output_dir):
-        raise SystemExit(f"error: --output_dir={output_dir} is a URL; the reproduction runs on "
+        raise UserError(f"--output_dir={output_dir} is a URL; the reproduction runs on "
                          "this machine and needs a local directory (copy it to the bucket "
                          "afterwards, e.g. with gcloud storage rsync --recursive).")
     os.makedirs(output_dir, exist_ok=True)
@@ -483,6 +484,12 @@ def write_report(scale_name: str, output_dir: str, wall_seconds: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from codereason_jax import cli
+
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m codereason_jax.reproduce",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="mini")
