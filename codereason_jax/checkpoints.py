@@ -18,7 +18,11 @@ stops the run with one message naming the path.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import os
+import re
+import sys
 from typing import Any
 
 import jax
@@ -67,15 +71,47 @@ def _manager(directory: str, config: CheckpointConfig, read_only: bool = False
                                  item_handlers=handlers)
 
 
-def _os_error(err: BaseException) -> OSError | None:
-    """The OSError behind ``err`` (Orbax wraps the one its writer thread raised), if any."""
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EPERM,
+                 errno.EROFS, errno.EIO)
+
+
+def describe_write_failure(err: BaseException | str) -> str | None:
+    """What failed, if ``err`` is a refused write: an OSError anywhere in its chain, or
+    TensorStore's error text (Orbax's array writer), which carries the errno as
+    ``os_error_code``. None for anything else (a bug keeps its traceback)."""
+    if isinstance(err, str):
+        match = _OS_ERROR_CODE.search(err)
+        if match and int(match.group(1)) in _WRITE_ERRNOS:
+            path = re.search(r'Failed writing: "([^"]+)"', err)
+            return os.strerror(int(match.group(1))) + (f" ({path.group(1)})" if path else "")
+        return None
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
-            return err
+        if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+            return (err.strerror or str(err)) + (f" ({err.filename})" if err.filename else "")
+        described = describe_write_failure(str(err))
+        if described:
+            return described
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+# Orbax logs through absl; a failed write's pending futures are reported by asyncio at exit.
+_NOISY_LOGGERS = ("absl", "asyncio")
+
+
+class _QuietWriteFailures(logging.Filter):
+    """Orbax's writer threads log a refused write with its whole traceback (hundreds of lines
+    for one full disk); the run reports it once itself (RunWriteError), so these are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            return describe_write_failure(record.exc_info[1]) is None
+        return describe_write_failure(record.getMessage()) is None
 
 
 def saved_shapes(manager: ocp.CheckpointManager, step: int, item: str = "params"
@@ -88,6 +124,21 @@ def saved_shapes(manager: ocp.CheckpointManager, step: int, item: str = "params"
     if tree is None:  # Orbax gives None for an item whose files it cannot interpret
         raise ValueError(f"the {item} metadata cannot be read")
     return shape_table(jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree))
+
+
+def _quiet_closed_loops(hook):
+    """When one array write of a checkpoint fails, Orbax closes the event loop of that save
+    while TensorStore still completes the other writes; each completion then reports
+    "Event loop is closed" as an unraisable exception (one traceback per array). Those say
+    nothing beyond the failure the run reports itself, so they are not printed."""
+
+    def unraisablehook(unraisable):
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        hook(unraisable)
+
+    return unraisablehook
 
 
 class RunCheckpoints:
@@ -106,14 +157,17 @@ class RunCheckpoints:
         self.config = config
         self._manager = _manager(self.directory, config)
         self._saving: int | None = None  # step of a save that may still be running
+        self._quiet = _QuietWriteFailures()
+        for name in _NOISY_LOGGERS:
+            logging.getLogger(name).addFilter(self._quiet)
+        self._unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
 
     def _write_failed(self, step: int, err: BaseException) -> RunWriteError:
-        cause = _os_error(err)
+        what = describe_write_failure(err)
         good = [s for s in self.steps() if s != step]
         kept = (f"the checkpoint of step {good[-1]} is intact" if good
                 else "no earlier checkpoint exists")
-        what = (f"{cause.strerror or cause} ({cause.filename})" if cause is not None
-                and cause.filename else str(cause or err).splitlines()[0])
         return RunWriteError(
             f"could not write the checkpoint of step {step} under {self.directory}: {what}; "
             f"{kept}. Free space (or fix permissions or quota) and rerun the same command to "
@@ -121,12 +175,9 @@ class RunCheckpoints:
 
     def check(self) -> None:
         """Raise RunWriteError if a finished asynchronous save failed."""
-        if self._saving is None:
-            return
-        try:
-            self._manager.check_for_errors()
-        except Exception as err:  # noqa: BLE001 (a failed write, whatever Orbax wraps it in)
-            raise self._write_failed(self._saving, err) from err
+        # Orbax keeps the error of a finished background save until the next wait.
+        if self._saving is not None and not self._manager.is_saving_in_progress():
+            self.wait()
 
     def save(self, step: int, params: Any, opt_state: Any, meta: dict[str, Any],
              force: bool = False) -> bool:
@@ -139,7 +190,7 @@ class RunCheckpoints:
                 params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
                 meta=ocp.args.JsonSave(meta)), force=force)
         except Exception as err:  # noqa: BLE001
-            if _os_error(err) is None:
+            if describe_write_failure(err) is None:
                 raise
             raise self._write_failed(step, err) from err
         if started:
@@ -150,13 +201,26 @@ class RunCheckpoints:
         try:
             self._manager.wait_until_finished()
         except Exception as err:  # noqa: BLE001
-            if self._saving is None or _os_error(err) is None:
+            if self._saving is None or describe_write_failure(err) is None:
                 raise
             raise self._write_failed(self._saving, err) from err
-        self.check()
+        self._saving = None
 
     def close(self) -> None:
         self.wait()
+        self._manager.close()
+        for name in _NOISY_LOGGERS:
+            logging.getLogger(name).removeFilter(self._quiet)
+        sys.unraisablehook = self._unraisablehook
+
+    def abandon(self) -> None:
+        """Close after an error: let a running save finish (its own failure already reported
+        or beside the point). The filters stay: writer threads may still report the failure
+        the run has already reported."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception:  # noqa: BLE001
+            pass
         self._manager.close()
 
     def steps(self) -> list[int]:

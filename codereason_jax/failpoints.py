@@ -40,6 +40,11 @@ def _parse(text: str) -> dict[tuple[str, int], str]:
 _POINTS = _parse(os.environ.get(ENV, ""))
 
 
+def placed(name: str, step: int) -> bool:
+    """Whether the fault ``name`` is placed at ``step``."""
+    return (name, step) in _POINTS
+
+
 def reached(name: str, step: int) -> None:
     """Trigger the fault ``name`` if one is placed at ``step``."""
     if (name, step) not in _POINTS:

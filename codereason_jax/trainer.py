@@ -453,6 +453,9 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
             summary = _loop(step_fn, params, opt_state, data, start_step, config, model_config,
                             setup.learning_rate, checkpoints, meta_base, setup.batch_sharding,
                             run_dir, is_chief, metrics_lib, peak, evaluator, failpoints)
+        except BaseException:
+            checkpoints.abandon()
+            raise
         finally:
             if isinstance(data, Prefetcher):
                 data.close()
@@ -578,6 +581,8 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
                 record.update(_row_stat_scalars(row_stats))
             if is_chief:
                 metrics_log.append({**record, **shares})
+            if failpoints.placed("fsize", done):
+                checkpoints.wait()  # the disk fills after the saves so far: a known point
             failpoints.reached("fsize", done)
             failpoints.reached("pause", done)
             if not finite:
