@@ -13,11 +13,12 @@ compiler's temporaries approximate the TPU compiler's; treat a small margin with
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 from typing import Sequence
+
+from codereason_jax import cli
 
 
 def _parse_mesh(text: str) -> tuple[int, int, int]:
@@ -45,14 +46,12 @@ def _check_gin_mesh(mesh: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from codereason_jax import cli
-
     return cli.run(_main, argv)
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m codereason_jax.aot_check",
-                                     description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="python -m codereason_jax.aot_check",
+                                description=__doc__.split("\n\n")[0])
     parser.add_argument("--mesh", required=True, help="DATAxFSDPxMODEL")
     parser.add_argument("--devices", type=int, help="emulated devices (default: mesh size)")
     parser.add_argument("--batch_size", type=int, default=64, help="global batch (sequences)")
@@ -92,8 +91,7 @@ def _main(argv: list[str]) -> int:
                              grad_accumulation=args.grad_accumulation)
         mesh = partitioning.make_mesh(config.mesh_shape)
     except (ConfigError, ValueError, partitioning.PartitioningError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise cli.UserError(str(err)) from err
 
     rules = partitioning.DEFAULT_RULES
     model = PanGuDecoder(model_config)

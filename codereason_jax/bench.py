@@ -41,6 +41,8 @@ import time
 import traceback
 from typing import Any, Callable, Sequence
 
+from codereason_jax import cli
+
 SUITES = ("train", "peer", "pipeline", "eval", "all")
 
 
@@ -67,8 +69,8 @@ def _mesh(value: str) -> tuple[int, int, int]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m codereason_jax.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="python -m codereason_jax.bench", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", default="train", help=f"one of {SUITES}, or a comma list")
     p.add_argument("--config", default="25m",
                    help="model config(s), comma list: micro, tiny, 25m, 350m, 2_6b, 13b")
@@ -576,8 +578,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from codereason_jax import cli
-
     return cli.run(_main, argv)
 
 

@@ -33,7 +33,6 @@ from codereason_jax.cli import RunWriteError
 from codereason_jax.config_types import check_field_types
 
 
-
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used for this run; the message says why and what to do."""
 
@@ -229,15 +228,21 @@ class RunCheckpoints:
     def move_aside(self, step: int, reason: str) -> str:
         """Move a checkpoint that cannot be loaded to ``checkpoints_corrupt/`` and forget it."""
         aside = paths.join(self.run_dir, "checkpoints_corrupt")
-        paths.makedirs(aside)
         target, n = paths.join(aside, str(step)), 1
         while paths.exists(target):
             n += 1
             target = paths.join(aside, f"{step}-{n}")
-        paths.move(paths.join(self.directory, str(step)), target)
+        if jax.process_index() == 0:  # the hosts of a slice share the directory: one moves it
+            paths.makedirs(aside)
+            paths.move(paths.join(self.directory, str(step)), target)
+            print(f"warning: the checkpoint of step {step} cannot be loaded ({reason}); moved "
+                  f"it to {target} and will save step {step} again when the run reaches it.",
+                  flush=True)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
         self._manager.reload()
-        print(f"warning: the checkpoint of step {step} cannot be loaded ({reason}); moved it to "
-              f"{target} and will save step {step} again when the run reaches it.", flush=True)
         return target
 
     def restore_latest(self, abstract_params: Any, abstract_opt_state: Any

@@ -13,6 +13,7 @@ Exit status: 0 done, 1 some work failed (reported above), 2 fix the command or i
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import traceback
@@ -83,3 +84,10 @@ def add_debug_flag(parser) -> None:
     """Document ``--debug`` in a parser's help (``run`` removes it before parsing)."""
     parser.add_argument("--debug", action="store_true",
                         help=f"show the traceback behind an error (also {DEBUG_ENV}=1)")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors read like every other error: one ``error:`` line, exit 2."""
+
+    def error(self, message: str):
+        self.exit(USAGE, f"error: {message} (see {self.prog} --help)\n")

@@ -57,7 +57,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from codereason_jax import gin_utils, paths
+from codereason_jax import cli, gin_utils, paths
 from codereason_jax.checkpoints import CheckpointError
 from codereason_jax.model.config import ConfigError, PanGuConfig
 
@@ -878,13 +878,11 @@ def convert(source: str, output: str, config: PanGuConfig | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from codereason_jax import cli
-
     return cli.run(_main, argv)
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m codereason_jax.convert_pangu", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1])
@@ -913,8 +911,7 @@ def _main(argv: list[str]) -> int:
                               "--dtype=bfloat16.")
         meta = convert(args.hf_checkpoint, args.output, config, dtype)
     except (ConversionError, ConfigError, CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise cli.UserError(str(err)) from err
     vocab_size = meta["model_config"]["vocab_size"]
     print(VOCABULARY_NOTE if vocab_size == PANGU_VOCAB_SIZE else
           f"Vocabulary: these weights have {vocab_size} ids, not the {PANGU_VOCAB_SIZE:,} "

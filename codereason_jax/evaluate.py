@@ -27,7 +27,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow (under SeqIO) is only the reader
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -440,8 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m codereason_jax.evaluate",
-                                     description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="python -m codereason_jax.evaluate",
+                                description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="run (or checkpoints/) directory, local or a URL "
                         "(gs://...); omit to evaluate a freshly initialised model")
     parser.add_argument("--tasks", help="comma-separated task names (overrides EvalConfig)")
@@ -532,9 +531,8 @@ def _main(argv: list[str]) -> int:
 
                 with jax.set_mesh(loaded[0]):
                     result = evaluate_task(name, split, model, loaded[1], config)
-            except (CheckpointError, ConfigError, PartitioningError) as err:
-                print(f"error: {err}", file=sys.stderr)  # the model itself: no task can run
-                return 2
+            except (CheckpointError, ConfigError, PartitioningError):
+                raise  # the model itself: no task can run (cli.run reports it)
             except ValueError as err:  # DataFileError and other problems of this task's input
                 results["failed"][name] = str(err)
                 print(f"error: {name}: {err}", file=sys.stderr, flush=True)

@@ -15,12 +15,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow (under SeqIO) is only the reader
 
-import argparse
 import sys
 from typing import Sequence
 
 import numpy as np
 
+from codereason_jax import cli
 from codereason_jax.model.config import ConfigError
 
 
@@ -31,14 +31,12 @@ def _bar(done: int, total: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from codereason_jax import cli
-
     return cli.run(_main, argv)
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m codereason_jax.inspect_mixture",
-                                     description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="python -m codereason_jax.inspect_mixture",
+                                description=__doc__.split("\n\n")[0])
     parser.add_argument("--mixture", required=True, help="schedule, mixture or task name")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--total_steps", type=int, default=None,
@@ -60,8 +58,7 @@ def _main(argv: list[str]) -> int:
             seed=args.seed, split=args.split, total_steps=args.total_steps or args.steps,
             pack_instructions=args.pack_instructions)
     except (schedules.ScheduleError, ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise cli.UserError(str(err)) from err
     plan, sources = iterator.plan, iterator.plan.sources
     schedule = plan.schedule
     n_src = len(sources)

@@ -7,11 +7,10 @@ The first line is ``params: N``; then one row per parameter: name, shape, dtype,
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Sequence
 
-from codereason_jax import gin_utils
+from codereason_jax import cli, gin_utils
 from codereason_jax.model.abstract import ParamInfo, param_table
 from codereason_jax.model.config import ConfigError
 
@@ -31,15 +30,17 @@ def format_table(rows: Sequence[ParamInfo]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m codereason_jax.model_info",
-                                     description=__doc__.split("\n\n")[0])
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    parser = cli.ArgumentParser(prog="python -m codereason_jax.model_info",
+                                description=__doc__.split("\n\n")[0])
     try:
         gin_utils.parse_command_line(parser, argv)
         config = gin_utils.model_config()
     except (ConfigError, ValueError) as err:  # gin's own errors are ValueErrors
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise cli.UserError(str(err)) from err
     rows = param_table(config)
     print(f"params: {sum(r.size for r in rows)}")
     print(format_table(rows))

@@ -13,12 +13,13 @@ silently mixed. ``run_summary`` is the one-run table that ``evaluate`` writes be
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import sys
 from typing import Any, Sequence
+
+from codereason_jax import cli
 
 # The paper's tables: title and task rows. Table 2 compares the pre-trained NL and CODE models,
 # table 3 the instruction-tuned ones, table 4 the CoT inputs, table 6 the mixing strategies.
@@ -198,14 +199,12 @@ def _plot(raw: list[dict], labels: Sequence[str], title: str, path: str) -> None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from codereason_jax import cli
-
     return cli.run(_main, argv)
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m codereason_jax.report",
-                                     description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="python -m codereason_jax.report",
+                                description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", help="results JSON files of evaluate")
     parser.add_argument("--labels", help="comma-separated column names (default: file names)")
     parser.add_argument("--tables", default="all",

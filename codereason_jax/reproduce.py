@@ -19,7 +19,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -31,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from codereason_jax import paths
+from codereason_jax import cli, paths
 from codereason_jax.cli import UserError
 
 PRETRAIN_CELLS = ("pretrain_nl", "pretrain_code")
@@ -484,14 +483,12 @@ def write_report(scale_name: str, output_dir: str, wall_seconds: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from codereason_jax import cli
-
     return cli.run(_main, argv)
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m codereason_jax.reproduce",
-                                     description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="python -m codereason_jax.reproduce",
+                                description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="mini")
     parser.add_argument("--output_dir", help="default: runs/reproduce_SCALE")
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from codereason_jax import gin_utils, paths
+from codereason_jax import cli, gin_utils, paths
 from codereason_jax.checkpoints import CheckpointError
 from codereason_jax.model.config import ConfigError, PanGuConfig
 from codereason_jax.partitioning import PartitioningError
@@ -115,8 +115,11 @@ NUMERICS_FIELDS = ("num_heads", "activation", "layer_norm_epsilon")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    parser = cli.ArgumentParser(
         prog="python -m codereason_jax.score", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1])
@@ -134,8 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ids = parse_token_ids(args.token_ids, config)
         mesh_shape = tuple(int(s) for s in args.mesh_shape.split(","))
     except (ConfigError, ValueError) as err:  # gin's own errors are ValueErrors
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise cli.UserError(str(err)) from err
 
     import jax
 
@@ -145,8 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         mesh, step, params = load_params(model, args.checkpoint, args.step, mesh_shape)
     except (CheckpointError, PartitioningError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise cli.UserError(str(err)) from err
     except ValueError as err:  # Orbax: the saved tree or shapes differ from this config's
         differ = config_differences(recorded_config(args.checkpoint), config, SHAPE_FIELDS)
         hint = ("the checkpoint was written with " + ", ".join(differ) if differ else

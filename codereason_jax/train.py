@@ -22,9 +22,12 @@ import sys
 from typing import Sequence
 
 import gin
-
-from codereason_jax import evaluate  # noqa: F401 (gin: EvalConfig registered before the parse)
-from codereason_jax import cli, gin_utils, paths
+from codereason_jax import (
+    cli,
+    evaluate,  # noqa: F401 (gin: EvalConfig registered before the parse)
+    gin_utils,
+    paths,
+)
 from codereason_jax.checkpoints import CheckpointConfig
 from codereason_jax.optim import OptimizerConfig
 from codereason_jax.trainer import TrainConfig, describe_row_stats, train
@@ -50,8 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m codereason_jax.train",
-                                     description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="python -m codereason_jax.train",
+                                description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", required=True,
                         help="where checkpoints, metrics, TensorBoard logs and config.gin go "
                         "(a local path or a URL such as gs://BUCKET/runs/NAME)")

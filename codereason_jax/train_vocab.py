@@ -26,6 +26,8 @@ from typing import Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
+from codereason_jax import cli
+
 TASKS_MODULE = "seqio_tasks.mixtures"  # registers the tasks and the mixtures
 TEXT_SUFFIXES = (".txt", ".py")
 
@@ -162,8 +164,8 @@ def vocab_path_for(model_path: str) -> str:
 # -- entry point -------------------------------------------------------------------------------
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m codereason_jax.train_vocab",
-                                     description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="python -m codereason_jax.train_vocab",
+                                description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, help="where to write the .model file")
     parser.add_argument("--vocab_size", type=int, required=True)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -182,6 +184,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     from seqio_tasks import vocabularies  # Deferred: imports TensorFlow.
 
@@ -202,8 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         vocabularies.train_sentencepiece(train, args.vocab_size, args.output,
                                          character_coverage=args.character_coverage)
     except ValueError as err:  # UsageError, and train_sentencepiece's size/empty errors
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise cli.UserError(str(err)) from err
 
     vocab_file = vocab_path_for(args.output)
     vocabularies.write_vocab_file(args.output, vocab_file)

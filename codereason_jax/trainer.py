@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import optax
 
 from codereason_jax import partitioning, paths
+from codereason_jax.config_types import ConfigError, check_field_types
 from codereason_jax.losses import cross_entropy
 from codereason_jax.model import PanGuConfig, PanGuDecoder
-from codereason_jax.config_types import ConfigError, check_field_types
 from codereason_jax.model.config import check_vocabulary_fits
 from codereason_jax.optim import OptimizerConfig
 from codereason_jax.prefetch import Prefetcher
@@ -372,9 +372,8 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
     if config.data_dir:
         os.environ["CODEREASON_DATA_DIR"] = config.data_dir
     setup = preflight(model_config, config, optimizer_config, checkpoint_config, run_dir)
-    from seqio_tasks import mixing
-
     from codereason_jax import metrics as metrics_lib
+    from seqio_tasks import mixing
 
     is_chief = jax.process_index() == 0
     mesh = setup.mesh
@@ -466,7 +465,6 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
 def _make_evaluator(model, model_config, config, rules, batch_sharding, sources):
     """params -> {"eval_loss/<task>": ..., "eval/<task>/<metric>": ...} (deterministic)."""
     from codereason_jax import evaluate
-
     from seqio_tasks import mixing
     from seqio_tasks.tasks import default_split
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from seqio_tasks import packing
 from seqio_tasks.schedules import MixtureSchedule
+from seqio_tasks.sources.files import unwrap_reader_error
 
 MAX_PERIOD = 10_000
 
@@ -162,12 +163,18 @@ class SourceStream:
         while True:
             stats = self.packer.stats
             examples_before, dropped_before = stats.examples, stats.dropped
-            for example in self._examples(self.epoch):
-                if "inputs" in example:
-                    rows = self.packer.add(example["inputs"], example["targets"])
-                else:
-                    rows = self.packer.add(example["targets"])
-                yield from rows
+            try:
+                for example in self._examples(self.epoch):
+                    if "inputs" in example:
+                        rows = self.packer.add(example["inputs"], example["targets"])
+                    else:
+                        rows = self.packer.add(example["targets"])
+                    yield from rows
+            except Exception as err:  # noqa: BLE001 (a reader's error, wrapped by tf.data)
+                unwrapped = unwrap_reader_error(err)
+                if unwrapped is None:
+                    raise
+                raise unwrapped from None
             self.epoch += 1
             examples = stats.examples - examples_before
             if examples == 0:

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -39,3 +41,45 @@ def test_model_info_reports_bad_binding_and_exits_2():
     assert "PanGuConfig.d_model=2560 is not divisible by PanGuConfig.num_heads=7" in (
         result.stderr)
     assert result.stdout == ""
+
+
+# One user mistake per command line: each must answer with one `error:` line and status 2.
+USER_MISTAKES = [
+    (("codereason_jax.train", "--gin_file=no_such.gin", "--run_dir=/tmp/never"),
+     "gin file 'no_such.gin' does not exist"),
+    (("codereason_jax.train", "--gin_file=gin/runs/demo_cpu.gin", "--run_dir=/tmp/never",
+      "--gin.TrainConfig.num_steps='40'"), "write TrainConfig.num_steps = 40 without quotes"),
+    (("codereason_jax.train", "--gin_file=gin/runs/demo_cpu.gin", "--run_dir=/tmp/never",
+      "--gin.TrainConfig.num_steps=(40"), "an unclosed bracket or quote"),
+    (("codereason_jax.evaluate", "--gin_file=gin/models/pangu_tiny.gin",
+      "--checkpoint=/no/such/run", "--output=/tmp/never/results.json"),
+     "No checkpoint directory at /no/such/run"),
+    (("codereason_jax.report", "/no/such/results.json"), "cannot read results file"),
+    (("codereason_jax.inspect_mixture", "--mixture=no_such_mixture"), "no_such_mixture"),
+    (("codereason_jax.convert_pangu", "--hf_checkpoint=/no/such/weights.bin",
+      "--output=/tmp/never/converted"), "/no/such/weights.bin"),
+    (("codereason_jax.aot_check", "--mesh=2x8", "--gin_file=gin/models/pangu_tiny.gin"),
+     "must be DATAxFSDPxMODEL"),
+    (("codereason_jax.reproduce", "--output_dir=gs://bucket/reproduce"), "is a URL"),
+    (("codereason_jax.bench", "--suite=no_such_suite"), "--suite='no_such_suite' is not one of"),
+    (("codereason_jax.score", "--gin_file=gin/models/pangu_tiny.gin", "--checkpoint=/no/such",
+      "--token_ids=1,2"), "/no/such"),
+    (("codereason_jax.train_vocab", "--output=/tmp/never/v.model"), "--vocab_size"),
+]
+
+
+@pytest.mark.parametrize("argv,message", USER_MISTAKES, ids=[m[0][0].split(".")[1] + str(i)
+                                                          for i, m in enumerate(USER_MISTAKES)])
+def test_every_command_line_answers_a_mistake_with_one_error_line(argv, message):
+    result = run(*argv)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not os.path.exists("/tmp/never")
+
+
+def test_debug_shows_the_traceback_behind_an_error():
+    result = run("codereason_jax.inspect_mixture", "--mixture=no_such_mixture", "--debug")
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "error: " in result.stderr

@@ -225,3 +225,22 @@ def test_the_error_surface(capsys, monkeypatch):
 
     with pytest.raises(KeyError):  # internal errors keep their traceback
         cli.run(our_bug, [])
+
+
+def test_a_reader_error_inside_a_tf_data_pipeline_comes_back_as_itself():
+    import tensorflow as tf
+
+    from seqio_tasks.sources.files import DataFileError, unwrap_reader_error
+
+    def rows():
+        raise DataFileError("text corpus: /nowhere/text_corpus is not a directory.")
+        yield "never"
+
+    dataset = tf.data.Dataset.from_generator(rows, output_signature=tf.TensorSpec((), tf.string))
+    with pytest.raises(Exception) as wrapped:
+        next(iter(dataset.as_numpy_iterator()))
+    assert not isinstance(wrapped.value, DataFileError)  # TensorFlow's own error type
+    unwrapped = unwrap_reader_error(wrapped.value)
+    assert isinstance(unwrapped, DataFileError)
+    assert str(unwrapped) == "text corpus: /nowhere/text_corpus is not a directory."
+    assert unwrap_reader_error(RuntimeError("something else")) is None

@@ -27,6 +27,20 @@ class RowError(DataFileError):
         self.reason = reason
 
 
+# A reader runs inside a tf.data pipeline (SeqIO's FunctionDataSource), which hands its
+# exception back as a TensorFlow error whose message holds "DataFileError: <message>".
+_WRAPPED = re.compile(r"\b(DataFileError|RowError|FileNotFoundError): (.+)$", re.M)
+
+
+def unwrap_reader_error(err: BaseException) -> BaseException | None:
+    """The reader's own error inside a TensorFlow error raised by a pipeline, or None."""
+    matches = _WRAPPED.findall(str(err))  # the innermost (last) is the reader's own
+    if not matches:
+        return None
+    kind, message = matches[-1][0], matches[-1][1].strip()
+    return FileNotFoundError(message) if kind == "FileNotFoundError" else DataFileError(message)
+
+
 MISSING_FIELD = "missing field"
 WRONG_FIELD_TYPE = "wrong field type"
 
