@@ -301,7 +301,7 @@ def _mismatch_message(step_dir: str, saved: dict[str, str], expected: dict[str, 
             + advice)
 
 
-def _checkpoint_steps(checkpoint_dir: str) -> tuple[str, list[int]]:
+def checkpoint_steps(checkpoint_dir: str) -> tuple[str, list[int]]:
     """The checkpoints/ directory of a run dir (or the directory itself) and its complete
     steps, ascending."""
     directory = paths.resolve(checkpoint_dir)
@@ -322,7 +322,7 @@ def _checkpoint_steps(checkpoint_dir: str) -> tuple[str, list[int]]:
 
 def latest_step(checkpoint_dir: str) -> int:
     """The step ``restore_params`` restores by default, without reading any array."""
-    return _checkpoint_steps(checkpoint_dir)[1][-1]
+    return checkpoint_steps(checkpoint_dir)[1][-1]
 
 
 def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None = None
@@ -332,7 +332,7 @@ def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None =
 
     Without ``step``, the newest checkpoint that loads: one that does not is named in a warning
     and the next older one is tried (nothing is moved: the directory is only read)."""
-    directory, steps = _checkpoint_steps(checkpoint_dir)
+    directory, steps = checkpoint_steps(checkpoint_dir)
     if step is not None and step not in steps:
         raise CheckpointError(f"{directory} has no checkpoint at step {step}; it has {steps}.")
     manager = _manager(directory, CheckpointConfig(async_save=False), read_only=True)

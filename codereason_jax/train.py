@@ -30,7 +30,7 @@ from codereason_jax import (
 )
 from codereason_jax.checkpoints import CheckpointConfig
 from codereason_jax.optim import OptimizerConfig
-from codereason_jax.trainer import TrainConfig, describe_row_stats, train
+from codereason_jax.trainer import TrainConfig, describe_dropped, train
 
 gin_utils.register(TrainConfig)
 
@@ -93,8 +93,8 @@ def _main(argv: list[str]) -> int:
         return cli.DIVERGED
     print(f"done: step {summary['step']}, last finite loss {summary['loss']:.4f}"
           + (" (preempted; rerun to resume)" if summary["preempted"] else ""))
-    for line in describe_row_stats(summary["rows"]):
-        print(f"  rows: {line}")
+    for line in describe_dropped(summary):
+        print(f"  dropped by a rule: {line}")
     return 0
 
 

@@ -14,6 +14,7 @@ few minutes and at exit (``paths.StepLog``: object stores cannot append).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -273,7 +274,7 @@ def preflight(model_config: PanGuConfig, config: TrainConfig, optimizer_config: 
     and the hosts, schedule and warmup vs steps, the fine-tuning source, and, for an existing
     run directory, the run's contract (``run_contract``)."""
     from codereason_jax import run_contract
-    from codereason_jax.checkpoints import CheckpointError, _checkpoint_steps
+    from codereason_jax.checkpoints import CheckpointError, checkpoint_steps
 
     vocabulary = _use_vocabulary(config)
     check_vocabulary_fits(vocabulary, model_config)
@@ -319,12 +320,11 @@ def preflight(model_config: PanGuConfig, config: TrainConfig, optimizer_config: 
     opt_shardings = partitioning.optimizer_state_shardings(abstract_opt, abstract_params,
                                                           param_shardings, mesh)
     if config.init_from:
-        _checkpoint_steps(config.init_from)  # a missing or empty source fails here
-        if config.init_from_step is not None and config.init_from_step not in (
-                _checkpoint_steps(config.init_from)[1]):
+        _, source_steps = checkpoint_steps(config.init_from)  # a missing source fails here
+        if config.init_from_step is not None and config.init_from_step not in source_steps:
             raise CheckpointError(
                 f"TrainConfig.init_from_step={config.init_from_step}: {config.init_from} has no "
-                f"checkpoint at that step; it has {_checkpoint_steps(config.init_from)[1]}.")
+                f"checkpoint at that step; it has {source_steps}.")
     contract = run_contract.make_contract(
         model_config=model_config, train_config=config, optimizer_config=optimizer_config,
         checkpoint_config=checkpoint_config, abstract_params=abstract_params,
@@ -459,7 +459,19 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
             if isinstance(data, Prefetcher):
                 data.close()
     checkpoints.close()
+    summary["corpora"] = _corpus_reads()
+    if is_chief:
+        paths.write_text(paths.join(run_dir, "summary.json"), json.dumps(summary, indent=1))
     return summary
+
+
+def _corpus_reads() -> dict[str, dict[str, Any]]:
+    """What the corpus readers' rules left out in their last complete pass (licence filter,
+    empty documents, file kinds not asked for), per corpus."""
+    from seqio_tasks.sources.corpora import LAST_READS
+
+    return {name: {"files": stats.files, "documents": stats.documents,
+                   "skipped": dict(stats.skipped)} for name, stats in LAST_READS.items()}
 
 
 def _make_evaluator(model, model_config, config, rules, batch_sharding, sources):
@@ -634,6 +646,17 @@ def _row_stat_scalars(row_stats: dict[str, dict[str, int]]) -> dict[str, int]:
     """``{"rows/<source>/dropped_overlong": n, ...}``: the counts of each rule per source."""
     return {f"rows/{source}/{name}": value for source, counts in row_stats.items()
             for name, value in counts.items()}
+
+
+def describe_dropped(summary: dict[str, Any]) -> list[str]:
+    """One line per source whose rules dropped or truncated examples, and per corpus whose
+    reader skipped documents."""
+    lines = []
+    for name, read in summary.get("corpora", {}).items():
+        if read["skipped"]:
+            skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(read["skipped"].items()))
+            lines.append(f"{name}: {read['documents']} documents kept; skipped {skipped}")
+    return describe_row_stats(summary["rows"]) + lines
 
 
 def describe_row_stats(row_stats: dict[str, dict[str, int]]) -> list[str]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from seqio_tasks import packing
 from seqio_tasks.schedules import MixtureSchedule
-from seqio_tasks.sources.files import unwrap_reader_error
+from seqio_tasks.sources.files import DataFileError, unwrap_reader_error
 
 MAX_PERIOD = 10_000
 
@@ -178,10 +178,10 @@ class SourceStream:
             self.epoch += 1
             examples = stats.examples - examples_before
             if examples == 0:
-                raise ValueError(f"Task {self.task.name!r} split {self.split!r} has no "
-                                 "examples; is its data empty?")
+                raise DataFileError(f"Task {self.task.name!r} split {self.split!r} has no "
+                                    "examples; is its data empty?")
             if stats.dropped - dropped_before == examples:
-                raise ValueError(
+                raise packing.OverlongExampleError(
                     f"Every example of task {self.task.name!r} split {self.split!r} is longer "
                     f"than a row of {stats.row_length} tokens and was dropped; raise the "
                     "sequence length or use overlong='truncate'.")

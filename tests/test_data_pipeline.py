@@ -183,6 +183,27 @@ def test_resume_at_step_s_gives_the_uninterrupted_batches():
     assert not np.array_equal(other_seed["inputs"], full[0]["inputs"])
 
 
+def test_dropped_rows_are_counted_per_source_and_step_the_same_after_a_resume():
+    def stats_at(step, start_step=0):
+        it = mixing.mixture_iterator("sft_text_code_embedded", sequence_length=96, batch_size=4,
+                                     total_steps=10, start_step=start_step)
+        for _ in range(start_step, step + 1):
+            next(it)
+        return it, it.row_stats(step)
+
+    it, at_2 = stats_at(2)
+    for stream in it.streams:  # the snapshot is the packer's own count at that batch
+        counts = at_2[stream.task.name]
+        assert counts["examples"] == stream.packer.stats.examples
+        assert counts["dropped_overlong"] == stream.packer.stats.dropped
+    text = at_2["embedded_text_instructions"]
+    assert 0 < text["dropped_overlong"] < text["examples"]  # 96 tokens: many do not fit
+    assert text["truncated_overlong"] == 0
+    assert stats_at(2, start_step=2)[1] == at_2  # counted from step 0 on resume too
+    with pytest.raises(KeyError):
+        it.row_stats(1)  # each step's snapshot is read once
+
+
 def test_host_count_changes_only_who_materialises_rows():
     one = _batches("pretrain_code_embedded", 3, seed=1)
     halves = [_batches("pretrain_code_embedded", 3, seed=1, host_index=h, host_count=2)

@@ -98,6 +98,13 @@ def snapshot(directory) -> dict[str, str]:
     return digests
 
 
+def copy_of(run_dir, tmp_path) -> str:
+    """A copy of a finished run directory, to damage."""
+    copy = str(tmp_path / "run")
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
@@ -218,8 +225,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_last_checkpoint(r
 
 def test_a_changed_model_is_refused_and_the_directory_left_byte_for_byte(reference, tmp_path):
     gin_file, reference_dir = reference
-    run_dir = str(tmp_path / "run")
-    shutil.copytree(reference_dir, run_dir)
+    run_dir = copy_of(reference_dir, tmp_path)
     before = snapshot(run_dir)
     code, out, err = run(gin_file, run_dir, "--gin.PanGuConfig.num_layers=4",
                          tmp_path=tmp_path)
@@ -236,8 +242,7 @@ def test_a_changed_model_is_refused_and_the_directory_left_byte_for_byte(referen
 
 def test_a_corrupt_newest_checkpoint_is_moved_aside_and_saved_again(reference, tmp_path):
     gin_file, reference_dir = reference
-    run_dir = str(tmp_path / "run")
-    shutil.copytree(reference_dir, run_dir)
+    run_dir = copy_of(reference_dir, tmp_path)
     params_dir = os.path.join(run_dir, "checkpoints", "12", "params")
     files = [os.path.join(d, f) for d, _, names in os.walk(params_dir) for f in names]
     largest = max(files, key=os.path.getsize)
@@ -273,8 +278,7 @@ def _make_read_only(directory):
 
 def test_a_read_only_run_directory_is_one_error_and_nothing_changes(reference, tmp_path):
     gin_file, reference_dir = reference
-    run_dir = str(tmp_path / "run")
-    shutil.copytree(reference_dir, run_dir)
+    run_dir = copy_of(reference_dir, tmp_path)
     before = snapshot(run_dir)
     restore = _make_read_only(run_dir)
     try:

@@ -305,7 +305,7 @@ def test_config_defaults_are_the_paper_values():
     (dict(peak_learning_rate=1e-7), "OptimizerConfig.peak_learning_rate=1e-07"),
     (dict(end_learning_rate=-1.0, peak_learning_rate=1.0), "OptimizerConfig.end_learning_rate"),
     (dict(warmup_steps=-5), "OptimizerConfig.warmup_steps=-5"),
-    (dict(warmup_steps=1.5), "OptimizerConfig.warmup_steps=1.5"),
+    (dict(warmup_steps=1.5), "OptimizerConfig.warmup_steps must be an integer, got 1.5"),
     (dict(decay_steps=0), "OptimizerConfig.decay_steps=0"),
     (dict(decay_steps=400, schedule="standard"), "OptimizerConfig.decay_steps=400"),
     (dict(eps=0.0), "OptimizerConfig.eps=0.0"),

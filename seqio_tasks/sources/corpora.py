@@ -61,6 +61,16 @@ class ReadStats:
                 + (f"; skipped {skipped}" if skipped else ""))
 
 
+# The last complete read of each corpus in this process (name -> stats), so that a run can
+# report what the readers' rules left out (licence filter, empty documents, file kinds).
+LAST_READS: dict[str, ReadStats] = {}
+
+
+def _finished(name: str, stats: ReadStats) -> None:
+    log.info(stats.summary(name))
+    LAST_READS[name] = stats
+
+
 def natural_sort_key(path: str) -> list[Any]:
     """Name order with digit runs compared as numbers (``x_2`` before ``x_10``)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
@@ -132,7 +142,7 @@ def _iter_codeparrot(files: list[str], keep: frozenset[str] | None,
     for path in files:
         for _, document in codeparrot_file_documents(path, keep, stats):
             yield document
-    log.info(stats.summary("CodeParrot-clean"))
+    _finished("CodeParrot-clean", stats)
 
 
 def codeparrot_file_documents(path: str, keep: Collection[str] | None = None,
@@ -246,7 +256,7 @@ def _iter_text_dir(directory: str, relpaths: list[str], txt_documents: str, text
                    stats: ReadStats) -> Iterator[Document]:
     for rel in relpaths:
         yield from text_file_documents(directory, rel, txt_documents, text_field, stats)
-    log.info(stats.summary(f"text corpus {directory}"))
+    _finished(f"text corpus {directory}", stats)
 
 
 def text_file_documents(directory: str, rel: str, txt_documents: str = "file",
