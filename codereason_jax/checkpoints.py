@@ -37,6 +37,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be used for this run; the message says why and what to do."""
 
 
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint that loads holds parameters of other shapes: another configuration's."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
     """When to save and what to keep."""
@@ -267,7 +271,7 @@ class RunCheckpoints:
                 self.move_aside(step, _brief(err))
                 continue
             if shapes != expected:
-                raise CheckpointError(_mismatch_message(step_dir, shapes, expected))
+                raise CheckpointMismatchError(_mismatch_message(step_dir, shapes, expected))
             try:
                 restored = self._manager.restore(step, args=ocp.args.Composite(
                     params=ocp.args.StandardRestore(abstract_params),
@@ -350,7 +354,7 @@ def restore_params(checkpoint_dir: str, abstract_params: Any, step: int | None =
                 except Exception:  # noqa: BLE001
                     shapes = None
                 if shapes is not None and shapes != shape_table(abstract_params):
-                    raise CheckpointError(_mismatch_message(
+                    raise CheckpointMismatchError(_mismatch_message(
                         paths.join(directory, str(chosen)), shapes, shape_table(abstract_params),
                         "Bind the model gin file of the run that wrote it.")) from None
                 failures.append(f"step {chosen} ({_brief(err)})")

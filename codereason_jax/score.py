@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from codereason_jax import cli, gin_utils, paths
-from codereason_jax.checkpoints import CheckpointError
+from codereason_jax.checkpoints import CheckpointError, CheckpointMismatchError
 from codereason_jax.model.config import ConfigError, PanGuConfig
 from codereason_jax.partitioning import PartitioningError
 
@@ -146,15 +146,15 @@ def _main(argv: list[str]) -> int:
     model = PanGuDecoder(dataclasses.replace(config, dropout_rate=0.0))
     try:
         mesh, step, params = load_params(model, args.checkpoint, args.step, mesh_shape)
-    except (CheckpointError, PartitioningError, ConfigError) as err:
-        raise cli.UserError(str(err)) from err
-    except ValueError as err:  # Orbax: the saved tree or shapes differ from this config's
+    except (CheckpointMismatchError, ValueError) as err:  # saved shapes differ from the gin's
         differ = config_differences(recorded_config(args.checkpoint), config, SHAPE_FIELDS)
         hint = ("the checkpoint was written with " + ", ".join(differ) if differ else
                 "another model size, or scan_layers differs from the checkpoint's")
-        print(f"error: the parameters in {args.checkpoint} do not fit the PanGuConfig of the gin "
-              f"files ({hint}). Orbax says: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
+        raise cli.UserError(
+            f"the parameters in {args.checkpoint} do not fit the PanGuConfig of the gin files "
+            f"({hint}): {str(err).splitlines()[0]}") from err
+    except (CheckpointError, PartitioningError, ConfigError) as err:
+        raise cli.UserError(str(err)) from err
     differ = config_differences(recorded_config(args.checkpoint), config, NUMERICS_FIELDS)
     if differ:
         print("warning: the checkpoint was converted with " + ", ".join(differ) + "; the "

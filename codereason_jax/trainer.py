@@ -30,7 +30,6 @@ from codereason_jax import partitioning, paths
 from codereason_jax.config_types import ConfigError, check_field_types
 from codereason_jax.losses import cross_entropy
 from codereason_jax.model import PanGuConfig, PanGuDecoder
-from codereason_jax.model.config import check_vocabulary_fits
 from codereason_jax.optim import OptimizerConfig
 from codereason_jax.prefetch import Prefetcher
 from seqio_tasks.mixing import DEFAULT_ROW_SHUFFLE_BUFFER
@@ -223,122 +222,6 @@ class _Preemption:
         return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
 
 
-@dataclasses.dataclass
-class RunSetup:
-    """Everything a run needs, derived and checked before anything is written."""
-    mesh: Any
-    rules: partitioning.Rules
-    model: PanGuDecoder
-    schedule: Any
-    optimizer: optax.GradientTransformation
-    learning_rate: Callable[[int], Any]
-    boxed: Any
-    param_shardings: Any
-    abstract_params: Any
-    abstract_opt: Any
-    opt_shardings: Any
-    batch_sharding: Any
-    contract: dict[str, Any]
-    saved_contract: dict[str, Any] | None
-    changes: dict[str, tuple[Any, Any]]
-
-
-def _use_vocabulary(config: TrainConfig) -> Any:
-    """Register the tasks with the run's vocabulary; a bad spec is the user's to fix."""
-    from seqio_tasks.default_vocabulary import use_vocabulary
-
-    try:
-        use_vocabulary(config.vocabulary)
-        from seqio_tasks import mixing, mixtures  # noqa: F401 (registers tasks and mixtures)
-        from seqio_tasks.tasks import VOCABULARY
-
-        VOCABULARY.vocab_size  # loads the SentencePiece model: a missing file shows here
-    except (ValueError, OSError) as err:
-        raise ConfigError(f"TrainConfig.vocabulary={config.vocabulary!r}: {err}") from err
-    return VOCABULARY
-
-
-def _batch_shards(sharding: Any) -> int:
-    """How many ways the batch dimension of ``sharding`` is split."""
-    axes = sharding.spec[0] if len(sharding.spec) else None
-    if axes is None:
-        return 1
-    axes = (axes,) if isinstance(axes, str) else axes
-    return math.prod(sharding.mesh.shape[a] for a in axes)
-
-
-def preflight(model_config: PanGuConfig, config: TrainConfig, optimizer_config: OptimizerConfig,
-              checkpoint_config: CheckpointConfig, run_dir: str) -> RunSetup:
-    """Every check of a run, in one place, before anything is written: vocabulary vs the
-    embedding, sequence length vs the model, mesh vs devices, batch vs the data and fsdp axes
-    and the hosts, schedule and warmup vs steps, the fine-tuning source, and, for an existing
-    run directory, the run's contract (``run_contract``)."""
-    from codereason_jax import run_contract
-    from codereason_jax.checkpoints import CheckpointError, checkpoint_steps
-
-    vocabulary = _use_vocabulary(config)
-    check_vocabulary_fits(vocabulary, model_config)
-    from seqio_tasks.registry import resolve_schedule
-    from seqio_tasks.tasks import VOCABULARY_SPEC
-
-    if config.sequence_length > model_config.max_seq_len:
-        raise ConfigError(
-            f"TrainConfig.sequence_length={config.sequence_length} exceeds "
-            f"PanGuConfig.max_seq_len={model_config.max_seq_len} (the model's position table); "
-            "lower the sequence length or raise max_seq_len.")
-    if optimizer_config.warmup_steps > config.num_steps:
-        raise ConfigError(
-            f"OptimizerConfig.warmup_steps={optimizer_config.warmup_steps} exceeds "
-            f"TrainConfig.num_steps={config.num_steps}: the learning rate would never reach its "
-            "peak. Lower warmup_steps or raise num_steps.")
-    mesh = partitioning.make_mesh(
-        partitioning.resolve_mesh_shape(config.mesh_shape, jax.device_count()))
-    rules = partitioning.validate_rules(
-        tuple(tuple(rule) for rule in config.logical_axis_rules)
-        if config.logical_axis_rules is not None else partitioning.DEFAULT_RULES)
-    batch_sharding = partitioning.batch_sharding(mesh, rules)
-    shards = _batch_shards(batch_sharding)
-    micro_batch = config.batch_size // config.grad_accumulation
-    if micro_batch % shards:
-        raise ConfigError(
-            f"TrainConfig.batch_size={config.batch_size} / grad_accumulation="
-            f"{config.grad_accumulation} = {micro_batch} rows per micro-batch do not split over "
-            f"the {shards} batch shards of the mesh {dict(mesh.shape)} (data x fsdp); choose a "
-            f"batch size that is a multiple of {shards * config.grad_accumulation}.")
-    if config.batch_size % jax.process_count():
-        raise ConfigError(f"TrainConfig.batch_size={config.batch_size} is not divisible by the "
-                          f"{jax.process_count()} processes (hosts).")
-    schedule = resolve_schedule(config.mixture, config.num_steps)
-    optimizer, learning_rate = optimizer_config.build(config.num_steps)
-    model = PanGuDecoder(model_config)
-    example = jnp.zeros((config.batch_size, config.sequence_length), jnp.int32)
-    boxed = jax.eval_shape(lambda: model.init(jax.random.key(config.seed), example))["params"]
-    partitioning.check_tensor_axes(boxed, rules)
-    param_shardings = partitioning.param_shardings(boxed, mesh, rules)
-    abstract_params = nn.meta.unbox(boxed)
-    abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
-    opt_shardings = partitioning.optimizer_state_shardings(abstract_opt, abstract_params,
-                                                          param_shardings, mesh)
-    if config.init_from:
-        _, source_steps = checkpoint_steps(config.init_from)  # a missing source fails here
-        if config.init_from_step is not None and config.init_from_step not in source_steps:
-            raise CheckpointError(
-                f"TrainConfig.init_from_step={config.init_from_step}: {config.init_from} has no "
-                f"checkpoint at that step; it has {source_steps}.")
-    contract = run_contract.make_contract(
-        model_config=model_config, train_config=config, optimizer_config=optimizer_config,
-        checkpoint_config=checkpoint_config, abstract_params=abstract_params,
-        abstract_opt_state=abstract_opt,
-        vocabulary=run_contract.vocabulary_identity(vocabulary, VOCABULARY_SPEC),
-        schedule_fingerprint=schedule.fingerprint())
-    saved = run_contract.read(run_dir) if paths.isdir(run_dir) else None
-    changes = (run_contract.check(saved, contract, run_dir, config.allow_schedule_change)
-               if saved is not None else {})
-    return RunSetup(mesh, rules, model, schedule, optimizer, learning_rate, boxed,
-                    param_shardings, abstract_params, abstract_opt, opt_shardings,
-                    batch_sharding, contract, saved, changes)
-
-
 class _Peeked:
     """An iterator with its first item already taken (to check the data before the run
     directory exists), yielding it first; attributes fall through (``plan``, ``streams``)."""
@@ -371,6 +254,8 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
 
     if config.data_dir:
         os.environ["CODEREASON_DATA_DIR"] = config.data_dir
+    from codereason_jax.preflight import preflight
+
     setup = preflight(model_config, config, optimizer_config, checkpoint_config, run_dir)
     from codereason_jax import metrics as metrics_lib
     from seqio_tasks import mixing

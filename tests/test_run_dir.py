@@ -16,7 +16,8 @@ from codereason_jax.checkpoints import (CheckpointConfig, CheckpointError, RunCh
 from codereason_jax.config_types import ConfigError, check_field_types
 from codereason_jax.model import PanGuConfig
 from codereason_jax.optim import OptimizerConfig
-from codereason_jax.trainer import TrainConfig, preflight
+from codereason_jax.preflight import preflight
+from codereason_jax.trainer import TrainConfig
 
 DEVICE = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
