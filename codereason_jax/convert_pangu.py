@@ -9,7 +9,7 @@ PATH is a ``.safetensors`` or ``.bin`` file, an index (``model.safetensors.index
 The port names its tensors ``transformer.wte/wpe/wqe.weight``, ``transformer.h.{i}.ln_1/ln_2``,
 ``transformer.h.{i}.attn.{q,k,v,c}_proj``, ``transformer.h.{i}.mlp.c_fc/c_proj`` and
 ``transformer.ln_f``; the last block ``h.{L-1}`` is the query layer and the head is tied to
-``wte`` (pangu.md §1-§4). Its Linear weights are ``[out, in]`` and are transposed here.
+``wte`` (docs/model.md). Its Linear weights are ``[out, in]`` and are transposed here.
 
 DIR receives ``DIR/checkpoints/0/{params,meta}`` (Orbax, the run layout of
 ``codereason_jax.checkpoints``), so ``TrainConfig.init_from = 'DIR'`` fine-tunes from it and
@@ -69,7 +69,7 @@ PANGU_VOCAB_SIZE = 40000
 # The released 13B weights pad the 40,000-row table to a multiple of 64 (40,064 rows); rows
 # beyond the tokenizer's pieces are padding, masked by PanGuConfig.used_vocab_size.
 MAX_VOCAB_PADDING = 128
-# Heads of the paper's sizes by d_model (pangu.md §5), used when neither a gin file nor the
+# Heads of the paper's sizes by d_model (docs/model.md), used when neither a gin file nor the
 # port's config.json gives them (the tensors do not determine the head count).
 PAPER_HEADS = {1024: 16, 2560: 32, 5120: 40, 16384: 128}
 # The model gin file of each paper size, for hints: d_model -> (num_layers, file).

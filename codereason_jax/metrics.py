@@ -1,7 +1,7 @@
 """Training-loop metrics: FLOPs per token, peak FLOP/s, MFU, TensorBoard scalars, progress lines.
 
-MFU is only comparable across runs and papers when the FLOP convention is stated (anchors §3,
-§5 item 8). Ours counts matmul FLOPs only, with causal attention halved (MaxText after its
+MFU is only comparable across runs and papers when the FLOP convention is stated (see
+docs/benchmarks.md). Ours counts matmul FLOPs only, with causal attention halved (MaxText after its
 PR #1988):
 
     N_matmul  = L * (4 d^2 + 2 d d_ff) + V d

@@ -1,6 +1,6 @@
 """The optimizer and learning-rate schedule of the paper's code (CodeLLM), in optax.
 
-See ../shared/reference/pangu.md §7c and paper.md §3.2 / §4.3. The paper's code trains with
+Paper vs code values: docs/training.md, "Optimisation". The paper's code trains with
 MindSpore ``AdamWeightDecay`` (fp32 moments), which has **no bias correction**:
 
     m <- b1 m + (1 - b1) g

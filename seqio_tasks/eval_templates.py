@@ -9,8 +9,8 @@ prediction. Each function returns::
      "labels": [int, ...]}
 
 The strings are the released code's, character for character (full-width vs ASCII
-punctuation, the typo "anwser", missing spaces); see ``paper.md`` §6.3 "Actual strings in the
-code". Do not tidy them.
+punctuation, the typo "anwser", missing spaces); see docs/evaluation.md,
+"Templates". Do not tidy them.
 
 Gold answers and JEC-QA: ``labels`` lists every gold candidate index and ``label`` is the first.
 JEC-QA questions can have several correct options, but an argmin picks one, so the scorer
@@ -80,7 +80,7 @@ def scienceqa_candidates(record: Record) -> Record:
 def scienceqa_cot_candidates(record: Record) -> Record:
     """ScienceQA with the gold rationale as input (paper Table 4), scoring the ``solution``.
 
-    Inferred from lines commented out in the released loader (paper.md §6.4), not confirmed.
+    Inferred from lines commented out in the released loader (docs/evaluation.md), not confirmed.
     """
     lecture, question = record["lecture"], record["question"]
     return _example(record["id"], (
@@ -103,7 +103,7 @@ def ekar_cot_candidates(record: Record) -> Record:
     """E-KAR with gold explanations (paper Table 4): prompt ends with the choice and a newline,
     scored ``因为{explanation[0]},所以{explanation[i+1]}`` (ASCII comma) for candidate i.
 
-    Inferred from lines commented out in the released loader (paper.md §6.4), not confirmed.
+    Inferred from lines commented out in the released loader (docs/evaluation.md), not confirmed.
     The scored span holds the candidate's own explanation, which may explain the jump to ~70%.
     """
     explanation, n = record["explanation"], len(record["choices"])

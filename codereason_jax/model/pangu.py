@@ -1,6 +1,6 @@
 """The PanGu-α decoder with its top query layer (Zeng et al. 2021; Ma et al. 2024).
 
-Forward pass (see ../shared/reference/pangu.md §1-§3):
+Forward pass (docs/model.md gives it in words, with the sizes):
 
     h0 = Dropout(E[x] + P[t])                  t: per-document position ids (EOD reset)
     h  = Block_{L-1}(...Block_1(h0))           pre-LN blocks, causal and document-local
