@@ -187,7 +187,10 @@ class RunCheckpoints:
         """Save (asynchronously if configured); returns whether a save started."""
         if not force and step % self.config.every_steps:
             return False
-        self.check()
+        if self._saving == step or step in self._manager.all_steps():
+            return False  # already saved (e.g. SIGTERM at a step that was just saved)
+        if self._saving is not None:
+            self.wait()  # a failure of the previous save is reported as that step's
         try:
             started = self._manager.save(step, args=ocp.args.Composite(
                 params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
@@ -240,8 +243,8 @@ class RunCheckpoints:
             paths.makedirs(aside)
             paths.move(paths.join(self.directory, str(step)), target)
             print(f"warning: the checkpoint of step {step} cannot be loaded ({reason}); moved "
-                  f"it to {target} and will save step {step} again when the run reaches it.",
-                  flush=True)
+                  f"it to {target} (kept); the run goes on from an older checkpoint and saves "
+                  "this step's again.", flush=True)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
@@ -251,10 +254,12 @@ class RunCheckpoints:
 
     def restore_latest(self, abstract_params: Any, abstract_opt_state: Any
                        ) -> tuple[int, Any, Any, dict[str, Any]] | None:
-        """(step, params, opt_state, meta) of the newest checkpoint that loads, or None."""
-        from codereason_jax.run_contract import shape_table
+        """(step, params, opt_state, meta) of the newest checkpoint that loads, or None.
 
-        expected = shape_table(abstract_params)
+        Each checkpoint gets a verdict: it loads; it holds other shapes (another run's:
+        refused); it cannot be read now (permission, network, memory: refused, left as it is);
+        or it is damaged (moved aside, the next older one tried). With several processes the
+        verdicts are combined first, so every host acts alike."""
         for step in reversed(self.steps()):
             step_dir = paths.join(self.directory, str(step))
             if (paths.isdir(paths.join(step_dir, "params"))
@@ -265,25 +270,83 @@ class RunCheckpoints:
                     f"{step_dir} holds parameters without optimizer state (converted or exported "
                     "weights): start a new --run_dir and set TrainConfig.init_from to "
                     f"{paths.dirname(self.directory)!r} to fine-tune from it.")
-            try:
-                shapes = saved_shapes(self._manager, step)
-            except Exception as err:  # noqa: BLE001 (unreadable metadata: corrupt)
-                self.move_aside(step, _brief(err))
-                continue
-            if shapes != expected:
-                raise CheckpointMismatchError(_mismatch_message(step_dir, shapes, expected))
-            try:
-                restored = self._manager.restore(step, args=ocp.args.Composite(
-                    params=ocp.args.StandardRestore(abstract_params),
-                    opt_state=ocp.args.StandardRestore(abstract_opt_state),
-                    meta=ocp.args.JsonRestore()))
-            except Exception as err:  # noqa: BLE001 (any failure means: do not use it)
-                logging.warning("Checkpoint %s/%d cannot be loaded (%s: %s).", self.directory,
-                                step, type(err).__name__, err)
-                self.move_aside(step, _brief(err))
-                continue
-            return step, restored.params, restored.opt_state, dict(restored.meta)
+            verdict, detail, restored = self._try_restore(step, abstract_params,
+                                                          abstract_opt_state)
+            verdict = _agree(verdict)
+            if verdict == _LOADS:
+                return step, restored.params, restored.opt_state, dict(restored.meta)
+            detail = detail or "on another host"
+            if verdict == _MISMATCH:
+                raise CheckpointMismatchError(
+                    detail if detail.startswith("the checkpoint") else
+                    f"the checkpoint {step_dir} does not fit this run's model ({detail}).")
+            if verdict == _UNREADABLE_NOW:
+                raise CheckpointError(
+                    f"the checkpoint {step_dir} cannot be read now ({detail}); it was left as it "
+                    "is. Fix the access (permissions, network, memory) and rerun.")
+            self.move_aside(step, detail)
         return None
+
+    def _try_restore(self, step: int, abstract_params: Any, abstract_opt_state: Any
+                     ) -> tuple[int, str | None, Any]:
+        from codereason_jax.run_contract import shape_table
+
+        step_dir = paths.join(self.directory, str(step))
+        try:
+            shapes = saved_shapes(self._manager, step)
+            opt_shapes = saved_shapes(self._manager, step, "opt_state")
+        except Exception as err:  # noqa: BLE001 (classified below)
+            return _failure_verdict(err), _brief(err), None
+        expected = shape_table(abstract_params)
+        if shapes != expected:
+            return _MISMATCH, _mismatch_message(step_dir, shapes, expected), None
+        # Optimizer-state paths are named differently in the saved metadata: compare the
+        # shapes and dtypes themselves.
+        if sorted(opt_shapes.values()) != sorted(shape_table(abstract_opt_state).values()):
+            return _MISMATCH, "its optimizer state has other shapes (another optimizer)", None
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract_params),
+                opt_state=ocp.args.StandardRestore(abstract_opt_state),
+                meta=ocp.args.JsonRestore()))
+        except Exception as err:  # noqa: BLE001 (classified below)
+            logging.warning("Checkpoint %s/%d cannot be loaded (%s: %s).", self.directory,
+                            step, type(err).__name__, err)
+            return _failure_verdict(err), _brief(err), None
+        return _LOADS, None, restored
+
+
+# Verdicts on a checkpoint, in the order in which one host's verdict overrides another's.
+_LOADS, _CORRUPT, _MISMATCH, _UNREADABLE_NOW = 0, 1, 2, 3
+_TRANSIENT = re.compile(r"\b(UNAVAILABLE|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED|PERMISSION_DENIED|"
+                        r"UNAUTHENTICATED|CANCELLED|ABORTED)\b|out of memory", re.I)
+_ACCESS_ERRNOS = (errno.EACCES, errno.EPERM, errno.ETIMEDOUT, errno.ECONNRESET,
+                  errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENOMEM)
+
+
+def _failure_verdict(err: BaseException) -> int:
+    """A failed read says the checkpoint is damaged unless it is about access, the network
+    or memory, which say nothing about its bytes."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (MemoryError, ConnectionError, TimeoutError)) or (
+                isinstance(err, OSError) and err.errno in _ACCESS_ERRNOS):
+            return _UNREADABLE_NOW
+        if _TRANSIENT.search(str(err)):
+            return _UNREADABLE_NOW
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return _CORRUPT
+
+
+def _agree(verdict: int) -> int:
+    """The verdict every process acts on: the most cautious one any process reached."""
+    if jax.process_count() == 1:
+        return verdict
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.int32(verdict))))
 
 
 def _brief(err: BaseException) -> str:
@@ -301,8 +364,8 @@ def _mismatch_message(step_dir: str, saved: dict[str, str], expected: dict[str, 
               for name in sorted(set(saved) | set(expected)) if saved.get(name) != expected.get(name)]
     return (f"the checkpoint {step_dir} holds parameters of other shapes than this run's model "
             f"({', '.join(differ[:3])}{f' and {len(differ) - 3} more' if len(differ) > 3 else ''}"
-            "): it is another configuration's run, not a corrupt one. Nothing was changed. "
-            + advice)
+            "): it is another configuration's run, not a corrupt one; the checkpoints were left "
+            "as they are. " + advice)
 
 
 def checkpoint_steps(checkpoint_dir: str) -> tuple[str, list[int]]:
@@ -322,6 +385,29 @@ def checkpoint_steps(checkpoint_dir: str) -> tuple[str, list[int]]:
     if not steps:
         raise CheckpointError(f"{directory} holds no complete checkpoint.")
     return directory, steps
+
+
+def check_source_fits(checkpoint_dir: str, step: int | None, abstract_params: Any) -> None:
+    """A fine-tuning source (``TrainConfig.init_from``) has the step asked for and parameters
+    of this model's shapes, read from its metadata (no array is read)."""
+    from codereason_jax.run_contract import shape_table
+
+    directory, steps = checkpoint_steps(checkpoint_dir)
+    if step is not None and step not in steps:
+        raise CheckpointError(f"TrainConfig.init_from_step={step}: {checkpoint_dir} has no "
+                              f"checkpoint at that step; it has {steps}.")
+    chosen = steps[-1] if step is None else step
+    manager = _manager(directory, CheckpointConfig(async_save=False), read_only=True)
+    try:
+        shapes = saved_shapes(manager, chosen)
+    except Exception:  # noqa: BLE001 (unreadable: restore_params reports it precisely)
+        return
+    finally:
+        manager.close()
+    if shapes != shape_table(abstract_params):
+        raise CheckpointMismatchError(_mismatch_message(
+            paths.join(directory, str(chosen)), shapes, shape_table(abstract_params),
+            "Bind the model gin file of the run it comes from (TrainConfig.init_from)."))
 
 
 def latest_step(checkpoint_dir: str) -> int:

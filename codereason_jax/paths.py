@@ -176,7 +176,16 @@ def write_text(path: str, text: str) -> None:
     its upload completes; other ``tf.io.gfile`` file systems through a temporary file renamed
     over the target."""
     if is_url(path):
-        _url_path(path).write_bytes(text.encode("utf-8"))
+        try:
+            _url_path(path).write_bytes(text.encode("utf-8"))
+        except Exception as err:  # noqa: BLE001 (the storage client's own error types)
+            if not _storage_error(err):
+                raise
+            from codereason_jax.cli import RunWriteError
+
+            raise RunWriteError(f"could not write {path}: {type(err).__name__}: "
+                                f"{str(err).splitlines()[0] if str(err) else ''}. Fix the "
+                                "bucket (space, permissions, quota) and rerun.") from err
         return
     tmp = path + ".tmp"
     try:
@@ -218,30 +227,24 @@ class StepLog:
         self.flush_every_s = flush_every_s
         self._clock = clock
         kept, dropped = [], False
-        if exists(path):
-            lines = read_bytes(path).decode("utf-8", "replace").splitlines(keepends=True)
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                record = _record(line)
-                if record is None and number == len(lines) and not line.endswith("\n"):
-                    # A kill mid-append leaves a partial last line: the step it was writing
-                    # is recomputed, so the fragment is dropped.
-                    print(f"warning: {path}: dropped the partial last line {number} "
-                          f"({line[:60]!r}...), left by an interrupted write.", flush=True)
-                    dropped = True
-                    continue
-                if record is None:
-                    from codereason_jax.cli import UserError
-
-                    raise UserError(
-                        f"{path}:{number} is not a JSON record with a 'step' (a damaged log, "
-                        f"not an interrupted write): {line[:80]!r}. Repair or remove that line "
-                        "and rerun.")
-                if record["step"] < drop_from:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-                else:
-                    dropped = True
+        records, torn = read_step_log(path)
+        if torn is not None:
+            print(f"warning: {path}: dropped the partial last line ({torn[:60]!r}...), left by "
+                  "an interrupted write.", flush=True)
+            dropped = True
+        for step, line in records:
+            if step < drop_from:
+                kept.append(line)
+            else:
+                dropped = True
+        if dropped and drop_from == 0 and records:
+            # Starting again from step 0 (every checkpoint unusable): the old records are
+            # recomputed, but a copy stays beside the file.
+            backup, n = f"{path}.before-restart", 1
+            while exists(backup):
+                n += 1
+                backup = f"{path}.before-restart-{n}"
+            write_text(backup, "".join(line for _, line in records))
         self._lines = kept if self.buffered else []
         self._pending = False
         if dropped:
@@ -272,6 +275,39 @@ class StepLog:
             write_text(self.path, "".join(self._lines))
             self._pending = False
         self._last_flush = self._clock()
+
+
+def _storage_error(err: BaseException) -> bool:
+    """Whether ``err`` comes from the storage (an OSError, or an error of TensorFlow's file
+    systems or a cloud storage client) rather than from our code."""
+    module = type(err).__module__ or ""
+    return isinstance(err, OSError) or module.startswith(("tensorflow", "google"))
+
+
+def read_step_log(path: str) -> tuple[list[tuple[int, str]], str | None]:
+    """``([(step, line), ...], torn)`` of a JSONL step log (empty if there is none): ``torn``
+    is a partial last line left by a kill mid-append (None if the file ends cleanly). Any
+    other line that is not a record with a ``step`` is damage, not an interrupted write: a
+    UserError naming ``path:line``."""
+    if not exists(path):
+        return [], None
+    lines = read_bytes(path).decode("utf-8", "replace").splitlines(keepends=True)
+    records, torn = [], None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        record = _record(line)
+        if record is None and number == len(lines) and not line.endswith("\n"):
+            torn = line
+            continue
+        if record is None:
+            from codereason_jax.cli import UserError
+
+            raise UserError(
+                f"{path}:{number} is not a JSON record with a 'step' (a damaged log, not an "
+                f"interrupted write): {line[:80]!r}. Repair or remove that line and rerun.")
+        records.append((record["step"], line if line.endswith("\n") else line + "\n"))
+    return records, torn
 
 
 def _record(line: str) -> dict[str, Any] | None:

@@ -50,6 +50,7 @@ class RunSetup:
     contract: dict[str, Any]
     saved_contract: dict[str, Any] | None
     changes: dict[str, tuple[Any, Any]]
+    resuming: bool  # the run directory holds checkpoints
 
 
 def _use_vocabulary(config: TrainConfig) -> Any:
@@ -83,7 +84,7 @@ def preflight(model_config: PanGuConfig, config: TrainConfig, optimizer_config: 
     and the hosts, schedule and warmup vs steps, the fine-tuning source, and, for an existing
     run directory, the run's contract (``run_contract``)."""
     from codereason_jax import run_contract
-    from codereason_jax.checkpoints import CheckpointError, checkpoint_steps
+    from codereason_jax.checkpoints import check_source_fits
 
     vocabulary = _use_vocabulary(config)
     check_vocabulary_fits(vocabulary, model_config)
@@ -128,12 +129,14 @@ def preflight(model_config: PanGuConfig, config: TrainConfig, optimizer_config: 
     abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
     opt_shardings = partitioning.optimizer_state_shardings(abstract_opt, abstract_params,
                                                           param_shardings, mesh)
-    if config.init_from:
-        _, source_steps = checkpoint_steps(config.init_from)  # a missing source fails here
-        if config.init_from_step is not None and config.init_from_step not in source_steps:
-            raise CheckpointError(
-                f"TrainConfig.init_from_step={config.init_from_step}: {config.init_from} has no "
-                f"checkpoint at that step; it has {source_steps}.")
+    checkpoints_dir = paths.join(run_dir, "checkpoints")
+    resuming = paths.isdir(checkpoints_dir) and any(
+        name.isdigit() for name in paths.listdir(checkpoints_dir))
+    if config.init_from and not resuming:  # a resume never reads the source again
+        check_source_fits(config.init_from, config.init_from_step, abstract_params)
+    _check_eval_tasks(config)
+    for log in ("metrics.jsonl", "eval.jsonl"):  # a damaged log stops us before any write
+        paths.read_step_log(paths.join(run_dir, log))
     contract = run_contract.make_contract(
         model_config=model_config, train_config=config, optimizer_config=optimizer_config,
         checkpoint_config=checkpoint_config, abstract_params=abstract_params,
@@ -145,4 +148,16 @@ def preflight(model_config: PanGuConfig, config: TrainConfig, optimizer_config: 
                if saved is not None else {})
     return RunSetup(mesh, rules, model, schedule, optimizer, learning_rate, boxed,
                     param_shardings, abstract_params, abstract_opt, opt_shardings,
-                    batch_sharding, contract, saved, changes)
+                    batch_sharding, contract, saved, changes, resuming)
+
+
+def _check_eval_tasks(config: TrainConfig) -> None:
+    """Periodic evaluation's tasks exist (else the run would fail at step ``eval_every``)."""
+    import seqio
+
+    known = set(seqio.TaskRegistry.names())
+    unknown = [task for task in config.eval_tasks if task not in known]
+    if unknown:
+        choices = sorted(name for name in known if name.startswith("eval_"))
+        raise ConfigError(f"TrainConfig.eval_tasks names unknown tasks {unknown}; evaluation "
+                          f"tasks: {choices}.")

@@ -33,7 +33,11 @@ FORMAT = 1
 # Settings whose change makes the resumed run another run (the batch at a step, the random
 # stream, or the token ids would differ). The schedule's own check is separate: it can be
 # overridden with TrainConfig.allow_schedule_change.
-DATA_FIELDS = ("seed", "batch_size", "sequence_length")
+DATA_FIELDS = ("seed", "batch_size", "sequence_length", "pack_instructions", "overlong",
+               "row_shuffle_buffer")
+# The PanGuConfig fields that decide a parameter's shape or dtype (named when shapes differ).
+SHAPE_FIELDS = ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff", "max_seq_len",
+                "use_query_layer", "scan_layers", "param_dtype")
 
 
 def shape_table(tree: Any) -> dict[str, str]:
@@ -50,11 +54,16 @@ def _digest(table: dict[str, str]) -> str:
 
 
 def vocabulary_identity(vocabulary: Any, spec: str | None) -> dict[str, Any]:
-    """What identifies the token ids: size and a digest of the SentencePiece model."""
+    """What identifies the token ids: the vocabulary's kind, size and a digest of its
+    SentencePiece model (the same file read as PanGu-α's or ChatGLM's pieces gives other ids,
+    so the kind is part of it)."""
     model = getattr(vocabulary, "sp_model", None)
-    return {"spec": spec or "embedded", "size": int(vocabulary.vocab_size),
-            "sha256": hashlib.sha256(model).hexdigest()[:16] if isinstance(model, bytes)
-            else None}
+    if not isinstance(model, bytes):
+        path = (getattr(vocabulary, "model_path", None)
+                or getattr(vocabulary, "sentencepiece_model_file", None))
+        model = paths.read_bytes(path) if path else repr(vocabulary).encode()
+    return {"spec": spec or "embedded", "kind": type(vocabulary).__name__,
+            "size": int(vocabulary.vocab_size), "sha256": hashlib.sha256(model).hexdigest()[:16]}
 
 
 def _jsonable(value: Any) -> Any:
@@ -120,20 +129,22 @@ def check(saved: dict[str, Any], new: dict[str, Any], run_dir: str,
     reasons = []
     model_changes = {k: v for k, v in changes.items() if k.startswith("PanGuConfig.")}
     optimizer_changes = {k: v for k, v in changes.items() if k.startswith("OptimizerConfig.")}
+    weights_fit = True  # whether these weights could start a new run of the new shape
     if saved.get("param_digest") != new["param_digest"]:
+        weights_fit = False
         shape_fields = {k: v for k, v in model_changes.items()
-                        if k.split(".")[1] not in ("dropout_rate", "attention", "remat_policy",
-                                                   "block_barrier", "head_vjp")}
+                        if k.split(".")[1] in SHAPE_FIELDS}
         reasons.append((_listing(shape_fields) or _shape_listing(saved, new))
                        + " (changes the parameter shapes)")
     elif saved.get("opt_state_digest") != new["opt_state_digest"]:
         reasons.append((_listing(optimizer_changes) or "the optimizer")
                        + " (changes the optimizer state's shapes)")
-    if saved.get("vocabulary") != new["vocabulary"]:
-        old, now = saved.get("vocabulary") or {}, new["vocabulary"]
-        if (old.get("size"), old.get("sha256")) != (now["size"], now["sha256"]):
-            reasons.append(f"vocabulary {old.get('spec')!r} ({old.get('size')} ids) -> "
-                           f"{now['spec']!r} ({now['size']} ids) (changes the token ids)")
+    old_vocab, new_vocab = saved.get("vocabulary") or {}, new["vocabulary"]
+    if any(old_vocab.get(k) != new_vocab[k] for k in ("kind", "size", "sha256")
+           if k in old_vocab):
+        weights_fit = False
+        reasons.append(f"vocabulary {old_vocab.get('spec')!r} ({old_vocab.get('size')} ids) -> "
+                       f"{new_vocab['spec']!r} ({new_vocab['size']} ids) (changes the token ids)")
     data = {f"TrainConfig.{k}": changes[f"TrainConfig.{k}"] for k in DATA_FIELDS
             if f"TrainConfig.{k}" in changes}
     if data:
@@ -146,11 +157,20 @@ def check(saved: dict[str, Any], new: dict[str, Any], run_dir: str,
                        + " (changes the data mixture; TrainConfig.allow_schedule_change = True"
                        " continues anyway)")
     if reasons:
+        forward = ("Use a new --run_dir, or start a new run from these weights with "
+                   f"--init_from={run_dir}" + ("" if weights_fit else
+                                               " (with the saved model and vocabulary: the "
+                                               "weights do not fit the new ones)"))
         raise CheckpointError(
             f"{run_dir} holds a run started with another configuration: "
-            + "; ".join(reasons) + ". Nothing in it was changed. Use a new --run_dir, or start a "
-            f"new run from these weights with --init_from={run_dir}.")
+            + "; ".join(reasons) + f". Nothing in it was changed. {forward}.")
     return changes
+
+
+def unchanged(saved: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a resume would write the same contract (nothing to record)."""
+    return ({k: v for k, v in saved.items() if k != "history"}
+            == {k: v for k, v in new.items() if k != "history"})
 
 
 def _shape_listing(saved: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
@@ -166,6 +186,8 @@ def write(run_dir: str, saved: dict[str, Any] | None, new: dict[str, Any],
     """Write the contract: ``new`` for a new run, else ``saved`` with the changes recorded."""
     if saved is None:
         contract = new
+    elif unchanged(saved, new):
+        return
     else:
         contract = dict(new, history=list(saved.get("history", [])))
         if changes:

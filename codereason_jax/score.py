@@ -146,7 +146,7 @@ def _main(argv: list[str]) -> int:
     model = PanGuDecoder(dataclasses.replace(config, dropout_rate=0.0))
     try:
         mesh, step, params = load_params(model, args.checkpoint, args.step, mesh_shape)
-    except (CheckpointMismatchError, ValueError) as err:  # saved shapes differ from the gin's
+    except CheckpointMismatchError as err:  # the saved shapes differ from the gin files
         differ = config_differences(recorded_config(args.checkpoint), config, SHAPE_FIELDS)
         hint = ("the checkpoint was written with " + ", ".join(differ) if differ else
                 "another model size, or scan_layers differs from the checkpoint's")

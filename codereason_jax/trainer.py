@@ -271,8 +271,7 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
             host_count=jax.process_count(), pack_instructions=config.pack_instructions,
             overlong=config.overlong, row_shuffle_buffer=config.row_shuffle_buffer)
 
-    resuming = paths.isdir(paths.join(run_dir, "checkpoints"))
-    data = None if resuming else _Peeked(data_from(0))  # data errors before the directory
+    data = None if setup.resuming else _Peeked(data_from(0))  # data errors come first
     if is_chief or not paths.is_url(run_dir):  # a shared URL is made once, by process 0
         paths.makedirs(run_dir)
     if is_chief:

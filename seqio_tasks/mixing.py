@@ -216,6 +216,10 @@ def default_packer_factory(task: Any, sequence_length: int, pack_instructions: b
     return lambda: cls(sequence_length, pad_id, overlong)
 
 
+# Row-count snapshots kept for steps not yet asked for (far more than any prefetch depth).
+_ROW_STATS_KEPT = 64
+
+
 class MixtureIterator:
     """Host-local batches of a schedule, starting at any step."""
 
@@ -252,6 +256,8 @@ class MixtureIterator:
         mine = rows[self.host_slice]
         batch = {k: np.stack([row[k] for row in mine]) for k in packing.ROW_FIELDS}
         batch["source_ids"] = sources[self.host_slice].astype(np.int32)
+        if len(self._row_stats) >= _ROW_STATS_KEPT:  # a reader that never asks for them
+            self._row_stats.pop(min(self._row_stats))
         self._row_stats[self.step] = {
             stream.task.name: {"examples": stream.packer.stats.examples,
                                "dropped_overlong": stream.packer.stats.dropped,

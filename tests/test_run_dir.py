@@ -78,6 +78,27 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_its_step_saved_again(tmp_path, 
     assert step == 6 and float(restored["bias"][1]) == 6.5
 
 
+def test_a_step_already_saved_is_not_saved_twice(tmp_path):
+    _, checkpoints = _saved_run(tmp_path)
+    assert not checkpoints.save(6, *_state(9.0), {"step": 6}, force=True)  # SIGTERM at a save
+    assert checkpoints.save(7, *_state(7.0), {"step": 7}, force=True)
+    checkpoints.wait()
+    assert checkpoints.steps() == [2, 4, 6, 7]
+
+
+def test_only_damage_moves_a_checkpoint_aside():
+    from codereason_jax.checkpoints import _CORRUPT, _UNREADABLE_NOW, _failure_verdict
+
+    for err in (PermissionError(13, "Permission denied"), MemoryError(),
+                ValueError("UNAVAILABLE: connection reset by peer"),
+                RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")):
+        assert _failure_verdict(err) == _UNREADABLE_NOW, err
+    for err in (ValueError("DATA_LOSS: Error reading chunk: unexpected end of file"),
+                FileNotFoundError(2, "No such file or directory"),
+                ValueError("the params metadata cannot be read")):
+        assert _failure_verdict(err) == _CORRUPT, err
+
+
 def test_a_checkpoint_of_other_shapes_is_refused_not_moved(tmp_path):
     run_dir, checkpoints = _saved_run(tmp_path)
     before = sorted(os.listdir(os.path.join(run_dir, "checkpoints")))
@@ -110,7 +131,12 @@ def test_a_torn_last_log_line_is_dropped_and_a_damaged_one_refused(tmp_path, cap
     log = paths.StepLog(path, drop_from=2)
     log.append({"step": 2, "loss": 0.8})
     assert [json.loads(line)["step"] for line in open(path)] == [0, 1, 2]
-    assert "dropped the partial last line 3" in capsys.readouterr().out
+    assert "dropped the partial last line" in capsys.readouterr().out
+    assert not os.path.exists(path + ".before-restart")  # steps 0 and 1 were kept
+    paths.StepLog(path, drop_from=0)  # a restart from step 0 keeps a copy of what it drops
+    with open(path + ".before-restart") as f:
+        assert [json.loads(line)["step"] for line in f] == [0, 1, 2]
+    assert open(path).read() == ""
     with open(path, "w") as f:
         f.write('{"step": 0}\nnot json\n{"step": 2}\n')
     with pytest.raises(cli.UserError, match="metrics.jsonl:2 is not a JSON record"):
@@ -167,6 +193,14 @@ def test_the_contract_refuses_what_changes_shapes_or_data_and_records_the_rest()
         run_contract.check(saved, _contract(**{"PanGuConfig.num_layers": 4}), "runs/x", False)
     with pytest.raises(CheckpointError, match=r"TrainConfig.seed 0 -> 1 \(changes the batches"):
         run_contract.check(saved, _contract(**{"TrainConfig.seed": 1}), "runs/x", False)
+    with pytest.raises(CheckpointError, match="TrainConfig.overlong 'drop' -> 'truncate'"):
+        run_contract.check(saved, _contract(**{"TrainConfig.overlong": "truncate"}), "runs/x",
+                           False)
+    other_kind = dict(_contract(), vocabulary={"spec": "chatglm:v.model", "kind": "ChatGLM",
+                                               "size": 8000, "sha256": "ab"})
+    with pytest.raises(CheckpointError, match="changes the token ids.*--init_from=runs/x \\(with the saved model"):
+        run_contract.check(dict(saved, vocabulary=dict(saved["vocabulary"], kind="PanGu")),
+                           other_kind, "runs/x", False)
     other_mixture = _contract(**{"TrainConfig.mixture": "pretrain_nl_embedded"})
     with pytest.raises(CheckpointError, match="changes the data mixture"):
         run_contract.check(saved, other_mixture, "runs/x", False)
@@ -175,6 +209,7 @@ def test_the_contract_refuses_what_changes_shapes_or_data_and_records_the_rest()
                                                      "PanGuConfig.dropout_rate": 0.0}),
                                  "runs/x", False)
     assert changes == {"PanGuConfig.dropout_rate": (0.1, 0.0), "TrainConfig.log_every": (10, 2)}
+    assert run_contract.unchanged(saved, dict(_contract(), history=[{"x": 1}]))
 
 
 def test_preflight_checks_before_anything_is_written(tmp_path):
@@ -194,6 +229,8 @@ def test_preflight_checks_before_anything_is_written(tmp_path):
          "PanGuConfig.vocab_size=100"),
         (model, dataclasses.replace(train, init_from=str(tmp_path / "nothing")),
          OptimizerConfig(warmup_steps=2), "No checkpoint directory"),
+        (model, dataclasses.replace(train, eval_tasks=("eval_nothing",)),
+         OptimizerConfig(warmup_steps=2), r"eval_tasks names unknown tasks \['eval_nothing'\]"),
     ]
     for model_config, train_config, optimizer_config, message in cases:
         with pytest.raises((ConfigError, CheckpointError, ValueError), match=message):
