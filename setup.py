@@ -23,6 +23,8 @@ INSTALL_REQUIRES = [
     "numpy",
     "jieba",  # PanGu-α's tokenizer pre-segments Chinese text with jieba
     "matplotlib",  # plots of mixtures, loss curves and reports
+    "tqdm",  # progress bars of evaluation and vocabulary training
+    "etils[epath]",  # URL run directories (gs://...) and TFDS paths
     # What t5.data.preprocessors and t5.evaluation.metrics import. t5 itself is installed
     # with --no-deps because its declared dependencies clash with seqio and tensorflow-datasets.
     "babel",

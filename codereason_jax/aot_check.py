@@ -73,7 +73,7 @@ def _main(argv: list[str]) -> int:
     import jax
     import jax.numpy as jnp
 
-    from codereason_jax import gin_utils, metrics, partitioning
+    from codereason_jax import gin_utils, partitioning, train_metrics
     from codereason_jax.model import PanGuDecoder
     from codereason_jax.model.config import ConfigError
     from codereason_jax.optim import OptimizerConfig
@@ -102,8 +102,8 @@ def _main(argv: list[str]) -> int:
     param_shardings = partitioning.param_shardings(boxed, mesh, rules)
     params = nn.meta.unbox(boxed)
     opt_state = jax.eval_shape(optimizer.init, params)
-    opt_shardings = partitioning.optimizer_state_shardings(opt_state, params, param_shardings,
-                                                          mesh)
+    opt_shardings = partitioning.optimizer_state_shardings(optimizer, opt_state,
+                                                          param_shardings, mesh)
     batch_sharding = partitioning.batch_sharding(mesh, rules)
 
     def abstract(tree, shardings):
@@ -148,7 +148,7 @@ def _main(argv: list[str]) -> int:
                                                  temp_bytes), ("total", total)):
         print(f"  {name:<38} {value / gib:9.3f} GiB")
     tokens_per_device = config.batch_size * config.sequence_length / jax.device_count()
-    analytic = metrics.training_flops_per_token(model_config, config.sequence_length)
+    analytic = train_metrics.training_flops_per_token(model_config, config.sequence_length)
     print(f"model FLOPs per step per device: {analytic * tokens_per_device:.3e} "
           "(6 x matmul weights + causal attention per token; remat recomputation not counted)")
     print(f"compiler FLOPs per step per device: {flops:.3e} (XLA counts a loop body once, so "

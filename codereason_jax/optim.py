@@ -88,14 +88,14 @@ def warmup_cosine_schedule(peak: float, end: float, warmup_steps: int, decay_ste
                             "warmup_cosine_schedule")
     peak, end = float(peak), float(end)
     warmup, decay = int(warmup_steps), int(decay_steps)
+    if variant == "standard":  # optax's own: its decay_steps count the warmup too
+        return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, decay, end)
 
     def schedule(count: jax.Array | int) -> jax.Array:
+        # The paper's: only its cosine differs from optax's (it runs on the global step).
         step = jnp.asarray(count, jnp.float32)
         warmup_lr = peak * step / max(warmup, 1)  # max(): W = 0 never takes this branch
-        if variant == "paper":
-            progress = jnp.minimum(step, decay) / decay
-        else:
-            progress = jnp.clip(step - warmup, 0, decay - warmup) / (decay - warmup)
+        progress = jnp.minimum(step, decay) / decay
         cosine_lr = end + 0.5 * (peak - end) * (1.0 + jnp.cos(jnp.pi * progress))
         return jnp.where(step < warmup, warmup_lr, cosine_lr)
 

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+import optax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -143,18 +144,14 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 2) -> NamedSharding:
     return logical_shardings(PartitionSpec(*spec[:ndim]), mesh, rules)
 
 
-def optimizer_state_shardings(opt_state: Any, params: Any, param_shardings: Any, mesh: Mesh
+def optimizer_state_shardings(optimizer: Any, opt_state: Any, param_shardings: Any, mesh: Mesh
                               ) -> Any:
-    """Shard every params-shaped subtree of an optimizer state (moments) like the params and
-    replicate the rest (counters, scalars)."""
-    structure = jax.tree.structure(params)
+    """Shard each params-shaped part of an optimizer state (moments) like the params and
+    replicate the rest (counters, scalars). Which parts are params-shaped is not guessed from
+    the tree: ``optax.tree_map_params`` asks the optimizer's own ``init``."""
     replicated = NamedSharding(mesh, PartitionSpec())
-
-    def is_params_like(x):
-        return jax.tree.structure(x) == structure
-
-    return jax.tree.map(lambda sub: param_shardings if is_params_like(sub) else replicated,
-                        opt_state, is_leaf=is_params_like)
+    return optax.tree_map_params(optimizer, lambda _, sharding: sharding, opt_state,
+                                 param_shardings, transform_non_params=lambda _: replicated)
 
 
 def sharding_table(boxed_params: Any, mesh_shape: Sequence[int], rules: Rules = DEFAULT_RULES

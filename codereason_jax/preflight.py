@@ -127,7 +127,7 @@ def preflight(model_config: PanGuConfig, config: TrainConfig, optimizer_config: 
     param_shardings = partitioning.param_shardings(boxed, mesh, rules)
     abstract_params = nn.meta.unbox(boxed)
     abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
-    opt_shardings = partitioning.optimizer_state_shardings(abstract_opt, abstract_params,
+    opt_shardings = partitioning.optimizer_state_shardings(optimizer, abstract_opt,
                                                           param_shardings, mesh)
     checkpoints_dir = paths.join(run_dir, "checkpoints")
     resuming = paths.isdir(checkpoints_dir) and any(

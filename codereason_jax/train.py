@@ -30,7 +30,8 @@ from codereason_jax import (
 )
 from codereason_jax.checkpoints import CheckpointConfig
 from codereason_jax.optim import OptimizerConfig
-from codereason_jax.trainer import TrainConfig, describe_dropped, train
+from codereason_jax.dropped_rows import describe_dropped
+from codereason_jax.trainer import TrainConfig, train
 
 gin_utils.register(TrainConfig)
 

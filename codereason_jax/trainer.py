@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from codereason_jax import partitioning, paths
+from codereason_jax import dropped_rows, partitioning, paths
 from codereason_jax.config_types import ConfigError, check_field_types
 from codereason_jax.losses import cross_entropy
 from codereason_jax.model import PanGuConfig, PanGuDecoder
@@ -250,6 +250,7 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
     resume leaves the directory byte for byte as it was."""
     # Imported here so that the train step (make_train_step) needs no Orbax or gin.
     from codereason_jax import failpoints, run_contract
+    from codereason_jax.train_eval import make_evaluator
     from codereason_jax.checkpoints import RunCheckpoints, abstract_like, restore_params
 
     if config.data_dir:
@@ -257,7 +258,7 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
     from codereason_jax.preflight import preflight
 
     setup = preflight(model_config, config, optimizer_config, checkpoint_config, run_dir)
-    from codereason_jax import metrics as metrics_lib
+    from codereason_jax import train_metrics as metrics_lib
     from seqio_tasks import mixing
 
     is_chief = jax.process_index() == 0
@@ -327,7 +328,7 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
             data = data_from(start_step)
         if config.prefetch_batches:
             data = Prefetcher(data, config.prefetch_batches)
-        evaluator = (_make_evaluator(setup.model, model_config, config, setup.rules,
+        evaluator = (make_evaluator(setup.model, model_config, config, setup.rules,
                                      setup.batch_sharding, data.plan.sources)
                      if config.eval_every else None)
         if on_start is not None:
@@ -343,67 +344,10 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
             if isinstance(data, Prefetcher):
                 data.close()
     checkpoints.close()
-    summary["corpora"] = _corpus_reads()
+    summary["corpora"] = dropped_rows.corpus_reads()
     if is_chief:
         paths.write_text(paths.join(run_dir, "summary.json"), json.dumps(summary, indent=1))
     return summary
-
-
-def _corpus_reads() -> dict[str, dict[str, Any]]:
-    """What the corpus readers' rules left out in their last complete pass (licence filter,
-    empty documents, file kinds not asked for), per corpus."""
-    from seqio_tasks.sources.corpora import LAST_READS
-
-    return {name: {"files": stats.files, "documents": stats.documents,
-                   "skipped": dict(stats.skipped)} for name, stats in LAST_READS.items()}
-
-
-def _make_evaluator(model, model_config, config, rules, batch_sharding, sources):
-    """params -> {"eval_loss/<task>": ..., "eval/<task>/<metric>": ...} (deterministic)."""
-    from codereason_jax import evaluate
-    from seqio_tasks import mixing
-    from seqio_tasks.tasks import default_split
-
-    batches = {}
-    for task in sources:
-        iterator = mixing.mixture_iterator(
-            task, sequence_length=config.sequence_length, batch_size=config.batch_size,
-            seed=config.seed, split="validation", host_index=jax.process_index(),
-            host_count=jax.process_count(), pack_instructions=config.pack_instructions,
-            overlong=config.overlong, row_shuffle_buffer=config.row_shuffle_buffer)
-        batches[task] = [{k: v for k, v in next(iterator).items() if k != "source_ids"}
-                         for _ in range(config.eval_batches)]
-
-    @jax.jit
-    def loss_sums(params, batch):
-        with nn.logical_axis_rules(rules):
-            logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                                 batch["segment_ids"])
-        return cross_entropy(logits, batch["targets"], batch["loss_weights"])
-
-    eval_model = PanGuDecoder(dataclasses.replace(model_config, dropout_rate=0.0))
-    eval_config = evaluate.EvalConfig(tasks=config.eval_tasks,
-                                      max_examples=config.eval_max_examples,
-                                      execute_tests=False)
-
-    def evaluator(params) -> dict[str, float]:
-        results = {}
-        for task, host_batches in batches.items():
-            total = weight = 0.0
-            for host_batch in host_batches:
-                batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
-                         for k, v in host_batch.items()}
-                t, w = jax.device_get(loss_sums(params, batch))
-                total, weight = total + float(t), weight + float(w)
-            results[f"eval_loss/{task}"] = total / max(weight, 1.0)
-        for task in config.eval_tasks:
-            for name, value in evaluate.evaluate_task(task, default_split(task), eval_model,
-                                                      params, eval_config)["metrics"].items():
-                if isinstance(value, float):
-                    results[f"eval/{task}/{name}"] = value
-        return results
-
-    return evaluator
 
 
 def _check_resume_meta(meta: dict, expected: dict, config: TrainConfig, run_dir: str) -> None:
@@ -472,7 +416,7 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
             shares = {f"share/{name}": float(real[source_ids == j].sum() / max(1, real.sum()))
                       for j, name in enumerate(sources)}
             if logging_step:  # what each source's rules dropped so far (counts from step 0)
-                record.update(_row_stat_scalars(row_stats))
+                record.update(dropped_rows.scalars(row_stats))
             if is_chief:
                 metrics_log.append({**record, **shares})
             if failpoints.placed("fsize", done):
@@ -524,32 +468,3 @@ def _loop(step_fn, params, opt_state, data, start_step, config, model_config, le
         if progress is not None:
             progress.close()
     return {"step": config.num_steps, "loss": last_loss, "preempted": False, "rows": row_stats}
-
-
-def _row_stat_scalars(row_stats: dict[str, dict[str, int]]) -> dict[str, int]:
-    """``{"rows/<source>/dropped_overlong": n, ...}``: the counts of each rule per source."""
-    return {f"rows/{source}/{name}": value for source, counts in row_stats.items()
-            for name, value in counts.items()}
-
-
-def describe_dropped(summary: dict[str, Any]) -> list[str]:
-    """One line per source whose rules dropped or truncated examples, and per corpus whose
-    reader skipped documents."""
-    lines = []
-    for name, read in summary.get("corpora", {}).items():
-        if read["skipped"]:
-            skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(read["skipped"].items()))
-            lines.append(f"{name}: {read['documents']} documents kept; skipped {skipped}")
-    return describe_row_stats(summary["rows"]) + lines
-
-
-def describe_row_stats(row_stats: dict[str, dict[str, int]]) -> list[str]:
-    """One line per source whose rules dropped or truncated examples."""
-    lines = []
-    for source, counts in row_stats.items():
-        if counts["dropped_overlong"] or counts["truncated_overlong"]:
-            lines.append(f"{source}: of {counts['examples']} examples read, "
-                         f"{counts['dropped_overlong']} dropped and "
-                         f"{counts['truncated_overlong']} truncated as longer than a row "
-                         "(TrainConfig.overlong)")
-    return lines

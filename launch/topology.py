@@ -10,12 +10,12 @@ slices of up to 8 chips are one host (sources: Cloud TPU system-architecture pag
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import math
 import os
-import re
-from typing import Iterable, Mapping, Sequence
+import tokenize
+from types import ModuleType
+from typing import Any, Iterable, Mapping, Sequence
 
 
 class LaunchError(ValueError):
@@ -104,8 +104,64 @@ def tpu_type(accelerator_type: str) -> TpuType:
 
 # ------------------------------------------------------------------- the run's mesh in gin
 
-_INCLUDE = re.compile(r"""^include\s+['"](.+)['"]\s*$""")
-_BINDING = re.compile(r"^([A-Za-z_][\w.]*(?:/[\w.]+)?)\s*=\s*(.*)$", re.S)
+
+@dataclasses.dataclass(frozen=True)
+class MacroRef:
+    """``%NAME`` in a gin value; ``_literal`` follows it through the bindings."""
+    name: str
+
+    def __repr__(self) -> str:
+        return f"%{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigurableRef:
+    """``@name`` or ``@name()`` in a gin value: not a literal, so the checks cannot use it."""
+    name: str
+    evaluate: bool
+
+    def __repr__(self) -> str:
+        return f"@{self.name}{'()' if self.evaluate else ''}"
+
+
+class _References:
+    """gin's parser delegate: references are kept as markers, nothing is looked up or called."""
+
+    def configurable_reference(self, scoped_name: str, evaluate: bool) -> ConfigurableRef:
+        return ConfigurableRef(scoped_name, evaluate)
+
+    def macro(self, scoped_name: str) -> MacroRef:
+        return MacroRef(scoped_name)
+
+
+def _gin_parser() -> ModuleType:
+    """gin's own parser module. The rest of launch/ needs only the standard library, so gin is
+    imported here, when a run's gin files are read, and its absence is a clear error."""
+    try:
+        from gin import config_parser
+    except ImportError as err:
+        raise LaunchError(
+            f"reading the run's gin files needs gin-config ({err}); install it with "
+            "`pip install gin-config` (or the repository's requirements) and run again.") from None
+    return config_parser
+
+
+def _parse_gin(text: str, source: str) -> list[Any]:
+    """The statements of gin text, parsed by gin; a syntax error names ``source`` and line."""
+    config_parser = _gin_parser()
+    try:
+        return list(config_parser.ConfigParser(text, _References()))
+    except SyntaxError as err:  # gin's own errors, and the tokenizer's IndentationError
+        line = f"{source}:{err.lineno}" if err.lineno else source
+        shown = f" ({err.text.strip()})" if isinstance(err.text, str) and err.text.strip() else ""
+        raise LaunchError(f"{line}: gin syntax error: {err.msg}{shown}") from None
+    except tokenize.TokenError as err:  # the text ends inside a bracket or a string
+        place = err.args[1] if len(err.args) > 1 else None
+        line = f"{source}:{place[0]}" if isinstance(place, tuple) and place else source
+        raise LaunchError(f"{line}: gin syntax error: {err.args[0]} (an unclosed bracket or "
+                          "quote)") from None
+    except ValueError as err:  # e.g. a macro reference such as %NAME.value
+        raise LaunchError(f"{source}: gin syntax error: {err}") from None
 
 
 def resolve_gin_path(path: str, root: str) -> str:
@@ -117,77 +173,108 @@ def resolve_gin_path(path: str, root: str) -> str:
                       f"{root}).")
 
 
-def _statements(text: str) -> Iterable[str]:
-    """Gin statements of a file: comments removed, bracketed values joined across lines."""
-    pending, depth = [], 0
-    for raw in text.splitlines():
-        line = re.sub(r"#.*$", "", raw).strip() if "#" in raw else raw.strip()
-        if not line and not pending:
-            continue
-        pending.append(line)
-        depth += sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
-        if depth <= 0:
-            yield " ".join(p for p in pending if p)
-            pending, depth = [], 0
-    if pending:
-        yield " ".join(pending)
+def _binding_key(statement: Any) -> str:
+    """``scope/Configurable.param`` of a binding, ``scope/NAME`` of a macro (as written)."""
+    name = f"{statement.selector}.{statement.arg_name}" if statement.arg_name \
+        else statement.selector
+    return f"{statement.scope}/{name}" if statement.scope else name
 
 
 def gin_bindings(gin_files: Sequence[str], bindings: Sequence[str], root: str
-                 ) -> dict[str, str]:
-    """{"Configurable.param" or "MACRO": value text} after the files (includes followed) and
-    the ``NAME=VALUE`` bindings, last one winning: the literal values a run will see. A light
-    reading of gin (no scopes, no evaluation), enough to check the mesh before anything runs."""
-    values: dict[str, str] = {}
+                 ) -> dict[str, Any]:
+    """{"Configurable.param" or "MACRO": value} after the files (includes followed) and the
+    ``NAME = VALUE`` bindings, last one winning, in the order of their last assignment.
+
+    Parsed by gin's own parser, so values are Python literals, with ``MacroRef`` and
+    ``ConfigurableRef`` markers for ``%NAME`` and ``@name``; nothing is imported or evaluated,
+    so no configurable needs registering. A file that cannot be read or parsed is a LaunchError
+    naming it: a misread file must not become a wrong mesh.
+    """
+    values: dict[str, Any] = {}
+
+    def apply(statements: Iterable, source: str, seen: tuple[str, ...]) -> None:
+        config_parser = _gin_parser()
+        for statement in statements:
+            if isinstance(statement, config_parser.IncludeStatement):
+                try:
+                    read(statement.filename, seen)
+                except LaunchError as err:
+                    where = f"{source}:{statement.location.line_num}"
+                    raise LaunchError(f"{where}: include {statement.filename!r}: {err}") from None
+            elif isinstance(statement, config_parser.BindingStatement):
+                key = _binding_key(statement)
+                values.pop(key, None)  # keep the order of last assignment
+                values[key] = statement.value
+            # import statements and block declarations bind nothing the checks read
 
     def read(path: str, seen: tuple[str, ...]) -> None:
         resolved = os.path.abspath(resolve_gin_path(path, root))
         if resolved in seen:
             raise LaunchError(f"gin include cycle through {path}")
-        with open(resolved) as f:
-            text = f.read()
-        for statement in _statements(text):
-            include = _INCLUDE.match(statement)
-            if include:
-                read(include.group(1), seen + (resolved,))
-                continue
-            binding = _BINDING.match(statement)
-            if binding:
-                values[binding.group(1)] = binding.group(2).strip()
+        try:
+            with open(resolved, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as err:
+            raise LaunchError(f"cannot read gin file {path}: {err}") from None
+        apply(_parse_gin(text, path), path, seen + (resolved,))
 
     for path in gin_files:
         read(path, ())
     for text in bindings:
-        binding = _BINDING.match(text)
-        if binding:
-            values[binding.group(1)] = binding.group(2).strip()
+        apply(_parse_gin(text, f"gin binding {text!r}"), "gin binding", ())
     return values
 
 
-def _literal(text: str | None, values: Mapping[str, str] | None = None):
-    """The Python value of a binding's text, following ``%MACRO`` references through
-    ``values``; None when it is not a literal (e.g. ``@configurable()``)."""
-    for _ in range(10):
-        if text is None or values is None or not text.startswith("%"):
-            break
-        text = values.get(text[1:])
-    if text is None:
-        return None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return None
+_NOT_LITERAL = object()
 
 
-def check_run_fits_slice(tpu: TpuType, values: Mapping[str, str]) -> list[str]:
+def _resolve(value: Any, values: Mapping[str, Any], depth: int) -> Any:
+    """``value`` with its macros replaced, as gin would; ``_NOT_LITERAL`` if one cannot be."""
+    if isinstance(value, MacroRef):
+        if depth >= 10 or value.name not in values:  # unbound, or a cycle
+            return _NOT_LITERAL
+        return _resolve(values[value.name], values, depth + 1)
+    if isinstance(value, ConfigurableRef):
+        return _NOT_LITERAL
+    if isinstance(value, (tuple, list)):
+        items = [_resolve(item, values, depth) for item in value]
+        return _NOT_LITERAL if any(i is _NOT_LITERAL for i in items) else type(value)(items)
+    if isinstance(value, dict):
+        pairs = [(_resolve(k, values, depth), _resolve(v, values, depth))
+                 for k, v in value.items()]
+        return _NOT_LITERAL if any(_NOT_LITERAL in pair for pair in pairs) else dict(pairs)
+    return value
+
+
+def _literal(value: Any, values: Mapping[str, Any] | None = None) -> Any:
+    """The Python value of a binding, ``%MACRO`` references (also inside containers) followed
+    through ``values``; None when it is not a literal (``@configurable()``, an unbound macro)."""
+    resolved = _resolve(value, values or {}, 0)
+    return None if resolved is _NOT_LITERAL else resolved
+
+
+def _bound(values: Mapping[str, Any], configurable: str, param: str, default: Any = None
+           ) -> Any:
+    """The last unscoped binding of ``configurable.param``, as gin matches it: by name or by a
+    module-qualified name (``codereason_jax.trainer.TrainConfig.mesh_shape``)."""
+    for key in reversed(list(values)):
+        selector, _, name = key.rpartition(".")
+        if name == param and "/" not in key and (
+                selector == configurable or selector.endswith("." + configurable)):
+            return values[key]
+    return default
+
+
+def check_run_fits_slice(tpu: TpuType, values: Mapping[str, Any]) -> list[str]:
     """Check TrainConfig.mesh_shape (data x fsdp x model must use every device) and the batch
     split; returns lines describing the plan, raises LaunchError when the run cannot start."""
-    shape = _literal(values.get("TrainConfig.mesh_shape", "(-1, 1, 1)"), values)
+    shape = _literal(_bound(values, "TrainConfig", "mesh_shape", (-1, 1, 1)), values)
     if (not isinstance(shape, (tuple, list)) or len(shape) != 3
             or not all(isinstance(s, int) for s in shape) or list(shape).count(-1) > 1
             or any(s == 0 or s < -1 for s in shape)):
-        raise LaunchError(f"TrainConfig.mesh_shape = {values.get('TrainConfig.mesh_shape')} "
-                          "must be three sizes (data, fsdp, model), at most one of them -1.")
+        written = _bound(values, "TrainConfig", "mesh_shape")
+        raise LaunchError(f"TrainConfig.mesh_shape = {written!r} must be three sizes (data, "
+                          "fsdp, model), at most one of them -1.")
     known = math.prod(s for s in shape if s != -1)
     if -1 in shape:
         if tpu.devices % known:
@@ -202,7 +289,7 @@ def check_run_fits_slice(tpu: TpuType, values: Mapping[str, str]) -> list[str]:
             f"{tpu.hosts} hosts). Use a partitioning file for this slice "
             "(gin/partitioning/) or --gin.TrainConfig.mesh_shape=(...).")
     lines = [tpu.describe(), f"mesh (data, fsdp, model) = {tuple(shape)}"]
-    batch = _literal(values.get("TrainConfig.batch_size"), values)
+    batch = _literal(_bound(values, "TrainConfig", "batch_size"), values)
     if isinstance(batch, int):
         data_shards = shape[0] * shape[1]
         if batch % data_shards:

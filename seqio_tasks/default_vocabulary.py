@@ -18,6 +18,7 @@ import seqio
 
 from seqio_tasks import vocabularies
 from seqio_tasks.sources import embedded
+from seqio_tasks.vocabularies import sentencepiece_training
 
 DEFAULT_VOCAB_SIZE = 8192
 
@@ -27,7 +28,8 @@ def cache_dir() -> str:
 
 
 def _settings_key(vocab_size: int) -> str:
-    trainer = inspect.getsource(vocabularies)  # any change to the training code retrains
+    # any change to the training code retrains
+    trainer = inspect.getsource(sentencepiece_training)
     return hashlib.sha256(f"{vocab_size}/{embedded.corpus_fingerprint()}/{trainer}".encode()
                           ).hexdigest()[:12]
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codereason_jax import bench, metrics
+from codereason_jax import bench, train_metrics
 from codereason_jax.benchmarks import configs, evaluation, pipeline, timing, torch_peer
 from codereason_jax.model import PanGuConfig, PanGuDecoder
 
@@ -49,7 +49,7 @@ def test_train_one_micro_on_a_mesh():
     assert row["batch_size"] == 8 and row["seq_len"] == 32
     assert row["step_s"] > 0 and row["tokens_per_s"] > 0 and row["compile_s"] > 0
     config = configs.build_config("micro", configs.resolve_options("cpu", {}))
-    assert row["training_flops_per_token"] == metrics.training_flops_per_token(config, 32)
+    assert row["training_flops_per_token"] == train_metrics.training_flops_per_token(config, 32)
     assert row["tokens_per_s_per_device"] == pytest.approx(row["tokens_per_s"] / 8)
     assert 0 < row["mfu"] < 10 and math.isfinite(row["peak_flops_per_device"])
     assert "measured" in row["peak_source"]
@@ -212,8 +212,8 @@ def test_json_output_and_timing_helpers(tmp_path):
 def test_gpu_script_smoke_on_cpu(tmp_path):
     env = dict(os.environ, BENCH_SMOKE="1", OUT=str(tmp_path), JAX_PLATFORMS="cpu",
                XLA_FLAGS="", PYTHON=sys.executable)
-    out = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=1200)
+    out = subprocess.run(["bash", "codereason_jax/benchmarks/gpu.sh"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:]
     results = [json.loads(line) for line in open(tmp_path / "gpu_bench.jsonl")]
     assert len(results) >= 5

@@ -194,13 +194,13 @@ def test_evaluate_cli_writes_results(tmp_path):
 
 
 def test_embedded_eval_sets_are_clean_of_train_and_found_in_their_source():
-    from codereason_jax.evaluation import metrics
+    from codereason_jax.evaluation.eval_metrics import contamination
     from seqio_tasks.sources import embedded
     texts = [q["query"] + " " + q["code"] for q in list(embedded.code_qa_pairs("validation"))[:8]]
     train = [d["text"] for d in embedded.code_documents("train")]
     validation = [d["text"] for d in embedded.code_documents("validation")]
-    assert metrics.ngram_overlap(texts, train)["fraction"] == 0.0
-    assert metrics.ngram_overlap(texts, validation)["fraction"] == 1.0
+    assert contamination.ngram_overlap(texts, train)["fraction"] == 0.0
+    assert contamination.ngram_overlap(texts, validation)["fraction"] == 1.0
 
 
 @pytest.mark.skipif(not __import__("os").path.isdir(

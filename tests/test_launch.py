@@ -184,6 +184,7 @@ def test_logs_status_stop(capsys, no_subprocess):
     (["create", *BASE, "--accelerator_type=v4-32", "--best_effort"], "needs --queued"),
     (["setup", *BASE, "--stage=/tmp/x"], "must be a gs:// path"),
     (["delete", *BASE, "--gin.X.y=1"], "only apply to run and resume"),
+    (["run", *BASE, *RUN_2_6B, "--gin.TrainConfig.mesh_shape=(1, 16"], "gin syntax error"),
 ])
 def test_invalid_inputs_are_explained(capsys, no_subprocess, argv, message):
     assert tpu.main([*argv, "--dry_run"]) == 2
@@ -274,7 +275,8 @@ def test_resume_partly_running_stops_everything_first(no_subprocess):
 def test_resume_preempted_recreates_sets_up_and_relaunches(no_subprocess):
     kinds, commands, _ = resume({"node describe": [state("PREEMPTED")]})
     assert kinds == ["node describe", "node delete", "node create", *SETUP, "ssh launch"]
-    assert shlex.join(commands[1]) == f"gcloud compute tpus tpu-vm delete {NAME} --quiet --zone={ZONE}"
+    assert shlex.join(commands[1]) == (f"gcloud compute tpus tpu-vm delete {NAME} --quiet "
+                                       f"--zone={ZONE}")
     assert shlex.join(commands[2]) == (
         f"gcloud compute tpus tpu-vm create {NAME} --accelerator-type=v4-32 "
         f"--version=tpu-ubuntu2204-base --zone={ZONE}")
@@ -401,9 +403,92 @@ def test_tpu_table(name, chips, hosts):
 def test_gin_reading_follows_includes_and_bindings():
     values = topology.gin_bindings(["gin/models/pangu_2_6b.gin", "gin/partitioning/v4_32.gin"],
                                    ["TrainConfig.batch_size = 64"], ROOT)
-    assert values["PanGuConfig.vocab_size"] == "40000"  # from the included pangu_base.gin
-    assert values["TrainConfig.mesh_shape"] == "(1, 16, 1)"
-    assert values["TrainConfig.batch_size"] == "64"
+    assert values["PanGuConfig.vocab_size"] == 40000  # from the included pangu_base.gin
+    assert values["TrainConfig.mesh_shape"] == (1, 16, 1)
+    assert values["TrainConfig.batch_size"] == 64
+
+
+# gin's own parser reads the files: what a line-based reading got wrong is read as gin reads it.
+
+V4_32 = topology.tpu_type("v4-32")
+
+
+def gin_file(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_gin_reading_keeps_a_hash_inside_a_quoted_value(tmp_path):
+    path = gin_file(tmp_path, "run.gin", (
+        "TrainConfig.mixture = 'code#1'  # a comment after the value\n"
+        "TrainConfig.tags = ['a#]', 'b']\n"
+        "TrainConfig.mesh_shape = (1, 16, 1)\n"))
+    values = topology.gin_bindings([path], [], ROOT)
+    assert values["TrainConfig.mixture"] == "code#1"
+    assert values["TrainConfig.tags"] == ["a#]", "b"]
+    assert "mesh (data, fsdp, model) = (1, 16, 1)" in topology.check_run_fits_slice(V4_32, values)
+
+
+def test_gin_reading_ignores_brackets_inside_strings(tmp_path):
+    path = gin_file(tmp_path, "run.gin", (
+        "TrainConfig.mixture = 'mix(ture'\n"
+        "TrainConfig.mesh_shape = (2, 8, 1)\n"
+        'PanGuConfig.dtype = "])"\n'
+        "TrainConfig.batch_size = 32\n"))
+    values = topology.gin_bindings([path], [], ROOT)
+    assert (values["TrainConfig.mixture"], values["PanGuConfig.dtype"]) == ("mix(ture", "])")
+    plan = topology.check_run_fits_slice(V4_32, values)
+    assert "mesh (data, fsdp, model) = (2, 8, 1)" in plan  # not the default (-1, 1, 1)
+    assert "global batch 32: 8 rows per host, 2 per data shard" in plan
+
+
+def test_gin_reading_follows_includes_macros_and_module_names(tmp_path):
+    base = gin_file(tmp_path, "base.gin", "FSDP = 8\nBATCH = 32\n"
+                    "TrainConfig.mesh_shape = (2, %FSDP, 1)\n")
+    run = gin_file(tmp_path, "run.gin", (
+        "include 'gin/partitioning/v4_32.gin'  # from the repository root, as gin does\n"
+        f"include '{base}'\n"
+        "codereason_jax.trainer.TrainConfig.batch_size = %BATCH\n"))
+    values = topology.gin_bindings([run], [], ROOT)
+    assert values["PanGuConfig.remat_policy"] == "full"  # from the first include
+    assert topology._literal(values["TrainConfig.mesh_shape"], values) == (2, 8, 1)
+    plan = topology.check_run_fits_slice(V4_32, values)  # the later include wins
+    assert "mesh (data, fsdp, model) = (2, 8, 1)" in plan
+    assert "global batch 32" in plan[-1]
+    missing = gin_file(tmp_path, "missing.gin", "include 'gin/nope.gin'\n")
+    with pytest.raises(topology.LaunchError, match=r"missing.gin:1: include 'gin/nope.gin'"):
+        topology.gin_bindings([missing], [], ROOT)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("TrainConfig.mesh_shape = (1, 16, 1\n", "unclosed bracket or quote"),
+    ("TrainConfig.mesh_shape (1, 16, 1)\n", r"bad.gin:1: gin syntax error"),
+    ("PanGuConfig.dtype = 'bfloat16\nTrainConfig.mesh_shape = (1, 16, 1)\n",
+     r"bad.gin:1: gin syntax error"),
+    ("TrainConfig.batch_size = 64\nTrainConfig.mesh_shape = (1, 16, 1))\n",
+     r"bad.gin:2: gin syntax error"),
+])
+def test_malformed_gin_file_is_an_error_not_a_default_mesh(tmp_path, text, message):
+    path = gin_file(tmp_path, "bad.gin", text)
+    with pytest.raises(topology.LaunchError, match=message):
+        topology.gin_bindings([path], [], ROOT)
+
+
+def test_unreadable_gin_file_or_missing_gin_is_an_error(tmp_path, monkeypatch):
+    path = tmp_path / "latin1.gin"
+    path.write_bytes(b"TrainConfig.mixture = '\xe9'\n")  # not UTF-8
+    with pytest.raises(topology.LaunchError, match="cannot read gin file"):
+        topology.gin_bindings([str(path)], [], ROOT)
+    monkeypatch.setitem(sys.modules, "gin", None)  # `import gin` raises ImportError
+    with pytest.raises(topology.LaunchError, match="needs gin-config"):
+        topology.gin_bindings(["gin/partitioning/v4_32.gin"], [], ROOT)
+
+
+def test_a_mesh_that_is_not_a_literal_is_refused(tmp_path):
+    path = gin_file(tmp_path, "run.gin", "TrainConfig.mesh_shape = @make_mesh()\n")
+    with pytest.raises(topology.LaunchError, match=r"= @make_mesh\(\) must be three sizes"):
+        topology.check_run_fits_slice(V4_32, topology.gin_bindings([path], [], ROOT))
 
 
 # ------------------------------------------------------------------- partitioning files

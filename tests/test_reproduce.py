@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from codereason_jax import reproduce
-from codereason_jax.evaluation import metrics
+from codereason_jax.evaluation.eval_metrics import bootstrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,10 +45,10 @@ def test_paired_comparison_signs_and_noise():
     correct_b = correct_a | (rng.random(400) < 0.4)  # B fixes many of A's errors
     rows = lambda c: np.stack([c.astype(float), np.ones_like(c, float)], axis=1)  # noqa: E731
     accuracy = lambda t: 100 * t[0] / t[1]  # noqa: E731
-    d = metrics.paired_bootstrap_difference(rows(correct_a), rows(correct_b), accuracy)
+    d = bootstrap.paired_bootstrap_difference(rows(correct_a), rows(correct_b), accuracy)
     assert d["difference"] == pytest.approx(100 * (correct_b.mean() - correct_a.mean()))
     assert d["ci_low"] > 0 and d["p_not_positive"] == 0.0
-    same = metrics.paired_bootstrap_difference(rows(correct_a), rows(correct_a), accuracy)
+    same = bootstrap.paired_bootstrap_difference(rows(correct_a), rows(correct_a), accuracy)
     assert same["difference"] == same["ci_low"] == same["ci_high"] == 0.0
 
 

@@ -120,3 +120,35 @@ def test_activation_constraints_reach_the_program(tiny_config):
     constraints = [line for line in text.splitlines() if "sharding_constraint" in line]
     # q, k, v and the attention output in each of the 3 attention layers.
     assert sum(heads in line for line in constraints) == 4 * tiny_config.num_layers
+
+
+@pytest.mark.parametrize("name", ["paper_adamw", "optax_adamw"])
+def test_optimizer_state_is_sharded_like_the_params_it_mirrors(tiny_config, name):
+    from codereason_jax.optim import OptimizerConfig
+
+    optimizer, _ = OptimizerConfig(name=name, warmup_steps=1).build(10)
+    mesh = partitioning.make_mesh((2, 2, 2))
+    model = PanGuDecoder(tiny_config)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((2, 8), jnp.int32))
+                           )["params"]
+    param_shardings = partitioning.param_shardings(boxed, mesh, partitioning.DEFAULT_RULES)
+    params = nn.meta.unbox(boxed)
+    opt_state = jax.eval_shape(optimizer.init, params)
+    shardings = partitioning.optimizer_state_shardings(optimizer, opt_state, param_shardings,
+                                                       mesh)
+
+    def names(path):
+        return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
+
+    by_param = {names(path): s for path, s in
+                jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
+    mirrored = replicated = 0
+    for (path, sharding), leaf in zip(jax.tree_util.tree_flatten_with_path(shardings)[0],
+                                      jax.tree.leaves(opt_state)):
+        if names(path) in by_param:  # a moment of that parameter
+            assert sharding == by_param[names(path)], path
+            mirrored += 1
+        else:  # step counters and other scalars
+            assert leaf.ndim == 0 and sharding.spec == jax.sharding.PartitionSpec(), path
+            replicated += 1
+    assert mirrored == 2 * len(by_param) and replicated >= 1  # mu and nu of every parameter

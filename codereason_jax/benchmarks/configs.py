@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from typing import Any
 
@@ -52,6 +53,24 @@ def resolve_options(platform: str, overrides: dict[str, Any]) -> dict[str, Any]:
         if value is not None and value != "auto":
             options[name] = value
     return options
+
+
+def options_from_args(args: argparse.Namespace, platform: str,
+                      remat: str | None = None) -> dict[str, Any]:
+    """The speed options of the command line (``remat``: one of its --remat list), resolved for
+    the backend."""
+    return resolve_options(platform, {
+        "dtype": args.dtype, "attention": args.attention,
+        "remat_policy": remat or args.remats[0],
+        "scan_layers": args.scan_layers, "block_barrier": args.block_barrier,
+        "head_vjp": args.head_vjp})
+
+
+def shape_from_args(args: argparse.Namespace, name: str,
+                    batch: int | None = None) -> tuple[int, int]:
+    """(batch, sequence length): ``batch``, else the command line's, else the config's default."""
+    default_batch, seq = DEFAULT_BATCH.get(name, (8, 256))
+    return batch or args.batch_sizes[0] or default_batch, args.seq_len or seq
 
 
 def build_config(name: str, options: dict[str, Any], dropout_rate: float = 0.0,

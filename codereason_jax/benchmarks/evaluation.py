@@ -4,11 +4,13 @@ Multiple choice goes through ``evaluation.scoring.RowScorer`` (the evaluator's b
 all candidates of many questions in padded rows, one forward pass per batch). Generation goes
 through ``evaluation.generation.generate`` (greedy, KV cache) and, for comparison, a greedy loop
 without a cache that reruns the whole forward pass over a fixed-width buffer for every token.
-Both are greedy from the same prompts, so they must produce the same tokens.
+Both are greedy from the same prompts, so they must produce the same tokens. ``suite_eval`` is
+the eval suite of ``python -m codereason_jax.bench``.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import time
 from typing import Any
@@ -18,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codereason_jax.benchmarks import configs
+from codereason_jax.benchmarks.results import echo, format_rows, guarded
 from codereason_jax.model import PanGuConfig, PanGuDecoder
 
 
@@ -204,3 +208,38 @@ def generation_on_device(config: PanGuConfig, params: Any = None, batch_size: in
         out["same_tokens"] = bool(np.array_equal(results["cache"], results["no_cache"]))
         out["tokens_agree_fraction"] = float(np.mean(results["cache"] == results["no_cache"]))
     return out
+
+
+# ------------------------------------------------------------------------------ eval suite
+
+
+def suite_eval(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Multiple choice, then generation through the evaluator and through a loop compiled
+    whole, per config."""
+    rows = []
+    for name in args.configs:
+        options = configs.options_from_args(args, jax.devices()[0].platform)
+        # Evaluation runs deterministic forward passes: no scan/remat/barrier needed, but
+        # the same dtype and attention.
+        options.update(block_barrier=False, head_vjp=False, remat_policy="none")
+        need = args.gen_prompt + args.gen_tokens
+        config = configs.build_config(name, options, 0.0, max_seq_len=need)
+        echo(f"[bench] eval {name}: multiple choice ...")
+        mc = guarded(f"eval {name} multiple choice", lambda: multiple_choice(
+            config, questions=args.mc_questions, repeats=max(1, min(args.repeats, 3))))
+        rows.append({"suite": "eval", "kind": "multiple_choice", "config": name,
+                     "model": configs.describe(config), **mc})
+        echo(format_rows([rows[-1]]))
+        # The evaluator's generate(), then greedy loops compiled whole (cached and uncached).
+        for label, measure, extra in (
+                ("", generation, {"loop": "evaluator (compiled loop, stops at EOS)"}),
+                (", loop on device", generation_on_device, {})):
+            echo(f"[bench] eval {name}: generation of {args.gen_tokens} tokens{label} ...")
+            gen = guarded(f"eval {name} generation{label}", lambda measure=measure: measure(
+                config, batch_size=args.gen_batch, prompt_len=args.gen_prompt,
+                new_tokens=args.gen_tokens,
+                with_no_cache=args.no_cache_baseline in ("auto", True)))
+            rows.append({"suite": "eval", "kind": "generation", "config": name, **extra,
+                         "model": configs.describe(config), **gen})
+            echo(format_rows([rows[-1]]))
+    return rows

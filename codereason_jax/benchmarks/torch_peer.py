@@ -8,14 +8,18 @@ AdamW (β = 0.9, 0.95, decay 0.1 on everything but biases and LayerNorms) after 
 gradient norm to 1. Dropout is applied only if the config has it. On a GPU it runs under
 bf16 autocast with fp32 parameters, as the JAX side's dtype="bfloat16".
 
-torch is imported inside the functions: the module imports without it.
+torch is imported inside the functions: the module imports without it. ``suite_peer`` is the
+peer suite of ``python -m codereason_jax.bench``.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Any
 
+from codereason_jax.benchmarks import configs
+from codereason_jax.benchmarks.results import echo, format_rows, guarded
 from codereason_jax.model.config import PanGuConfig
 
 
@@ -157,6 +161,68 @@ class TorchStep:
                 "fused_adamw": bool(self.optimizer.defaults.get("fused"))}
 
 
+# ------------------------------------------------------------------------------ peer suite
+
+
+def suite_peer(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The JAX train step timed round by round against the peer (eager, then torch.compile),
+    so both see the same machine load."""
+    rows = []
+    for name in args.configs:
+        echo(f"[bench] peer {name} ...")
+        if not available():
+            rows.append({"suite": "peer", "config": name, "skipped": "torch is not installed"})
+            echo("[bench] peer skipped: torch is not installed")
+            continue
+
+        def run(name: str = name) -> dict[str, Any]:
+            import jax
+
+            options = configs.options_from_args(args, jax.devices()[0].platform)
+            batch, seq = configs.shape_from_args(args, name)
+            config = configs.build_config(name, options, args.dropout, max_seq_len=seq)
+            peers: dict[str, Any] = {}
+            infos = {}
+            variants = [False] + ([True] if args.torch_compile in ("auto", True) else [])
+            for compiled in variants:
+                label = "torch.compile" if compiled else "torch eager"
+                echo(f"[bench] peer {name}: preparing {label} ...")
+                made = guarded(f"peer {name} {label}",
+                               lambda c=compiled: TorchWorker(config, batch, seq, c))
+                if isinstance(made, dict):
+                    infos[label] = made
+                    continue
+                for _ in range(max(0, args.warmup - 1)):
+                    made()
+                peers[label] = made
+                infos[label] = made.info()
+            from codereason_jax.benchmarks.train import train_one
+
+            try:
+                row = train_one(args, name, extra_steps=peers)
+            finally:
+                for worker in peers.values():
+                    worker.close()
+            row["suite"] = "peer"
+            for label, info in infos.items():
+                row.setdefault("peers", {}).setdefault(label, {}).update(info)
+            timed = {k: v for k, v in row.get("peers", {}).items() if "tokens_per_s" in v}
+            if timed:
+                best = max(timed, key=lambda k: timed[k]["tokens_per_s"])
+                row["peer_best"] = best
+                row["speedup_vs_best_peer"] = row["tokens_per_s"] / timed[best]["tokens_per_s"]
+                if "cpu_s" in timed[best] and jax.devices()[0].platform == "cpu":
+                    row["cpu_time_ratio_vs_best_peer"] = timed[best]["cpu_s"] / row["cpu_s"]
+            return row
+
+        row = guarded(f"peer {name}", run)
+        row.setdefault("suite", "peer")
+        row.setdefault("config", name)
+        rows.append(row)
+        echo(format_rows([row]))
+    return rows
+
+
 # ------------------------------------------------------------------------------- worker
 # The peer runs in a child process: torch's and XLA's thread pools in one process spin on
 # the same cores and slow each other down (a micro model's torch step went from 5 ms to
@@ -242,3 +308,4 @@ def _worker_main() -> None:
 
 if __name__ == "__main__":
     _worker_main()
+

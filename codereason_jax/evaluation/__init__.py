@@ -1,1 +1,2 @@
-"""Evaluation: scoring, generation, sandboxed execution, metrics."""
+"""Evaluation: settings, per-task results, data checks, scoring, generation, sandboxed execution,
+metrics (eval_metrics/)."""

@@ -5,7 +5,9 @@
 # own process under a time limit, so one failure (an out-of-memory, a timeout) is reported and
 # the next setting still runs.
 #
-#   OUT=/path/to/results bash benchmarks/gpu.sh        (default OUT: ./bench_out)
+#   OUT=/path/to/results bash codereason_jax/benchmarks/gpu.sh    (default OUT: ./bench_out)
+#
+# Run it from the repository root: it runs `python -m codereason_jax.bench`.
 #
 # Writes $OUT/gpu_bench.jsonl (one JSON object per setting), $OUT/gpu_bench.log (everything
 # printed) and $OUT/gpu_summary.txt (the result lines). BENCH_SMOKE=1 runs the same steps with

@@ -1,4 +1,4 @@
-"""FLOP convention, peak table, MFU, TensorBoard writer and progress lines (metrics.py)."""
+"""FLOP convention, peak table, MFU, TensorBoard writer and progress lines (train_metrics.py)."""
 
 import glob
 import io
@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from codereason_jax import metrics as M
+from codereason_jax import train_metrics as M
 from codereason_jax.model import PanGuConfig, PanGuDecoder
 
 PANGU_2_6B = PanGuConfig(vocab_size=40000, num_layers=32, d_model=2560, num_heads=32,
