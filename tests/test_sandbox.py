@@ -7,19 +7,24 @@ the side effects from outside (files, processes, the server socket, the captured
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from codereason_jax.evaluation import sandbox as sb
+from codereason_jax.evaluation.sandbox import harness, launch, runner, wire
 
 REPO = Path(__file__).resolve().parents[1]
 MBPP_DIR = REPO.parent / "shared" / "data" / "mbpp"
@@ -55,7 +60,7 @@ def sandbox_processes(uid: int | None) -> list[tuple[int, str]]:
             continue
         proc_uid = int(next(line for line in status.splitlines()
                             if line.startswith("Uid:")).split()[1])
-        if "_runner()" in cmdline or "codereason_sandbox_" in cmdline or (
+        if "runner.py" in cmdline or "worker.py" in cmdline or "codereason_sandbox_" in cmdline or (
                 uid is not None and proc_uid == uid):
             found.append((int(name), cmdline[:200]))
     return found
@@ -321,7 +326,7 @@ def test_read_only_fallback_for_old_kernels(iso, monkeypatch, open_dir):
     """Without mount_setattr (Linux < 5.12) every mount is remounted read-only one by one."""
     if not iso["namespaces"]:
         pytest.skip("no mount namespace on this machine")
-    monkeypatch.setattr(sb, "_FORCE_REMOUNT_LOOP", True)
+    monkeypatch.setattr(launch, "FORCE_REMOUNT_LOOP", True)
     target = open_dir / "pwned"
     result = run("import os\n"
                  "with open('inside.txt', 'w') as f:\n    f.write('ok')\n"
@@ -503,7 +508,7 @@ def test_sockets_cannot_reach_the_host(iso):
 
 
 def test_degraded_mode_without_namespaces_warns_and_blocks_sockets(monkeypatch, caplog):
-    monkeypatch.setattr(sb, "_plans", {})
+    monkeypatch.setattr(harness, "_plans", {})
     config = sb.SandboxConfig(timeout_s=2.0, namespaces=False)
     with caplog.at_level(logging.WARNING, logger=sb.__name__):
         report = sb.isolation_report(config)
@@ -537,9 +542,9 @@ def test_check_many_keeps_order_and_runs_in_parallel():
 def test_setup_failure_is_an_error_not_a_pass_or_fail(iso, monkeypatch):
     if not iso["namespaces"]:
         pytest.skip("needs the namespace set-up path")
-    plan = sb._plan_for(CFG)
-    broken = sb.dataclasses.replace(plan, expose=("/nonexistent_sandbox_dir",))
-    monkeypatch.setattr(sb, "_plan_for", lambda config: broken)
+    plan = harness._plan_for(CFG)
+    broken = dataclasses.replace(plan, expose=("/nonexistent_sandbox_dir",))
+    monkeypatch.setattr(harness, "_plan_for", lambda config: broken)
     result = sb.run_program("print('never runs')", CFG)
     assert result.status == "error" and "sandbox setup failed" in result.detail, result
     assert result.stdout == ""
@@ -615,3 +620,264 @@ def test_mbpp_reference_solutions_all():
     start = time.monotonic()
     _check_references(sanitized + full)
     print(f"{len(sanitized) + len(full)} programs in {time.monotonic() - start:.1f} s")
+
+
+# ------------------------------------------------------------------- forging an MBPP verdict
+# Each wrong solution (add returns 0, or the wrong sum) tries to turn its failure into a pass.
+
+ADD_TESTS = ["assert add(1, 2) == 3", "assert add(2, 5) == 7", "assert add(-1, 1) == 0"]
+
+WALK_THE_STACK = """
+import gc, sys
+
+def _clear_tests():
+    frame = sys._getframe()
+    while frame is not None:  # every caller's locals and globals
+        for scope in (frame.f_locals, frame.f_globals):
+            for value in list(scope.values()):
+                if isinstance(value, dict) and isinstance(value.get("tests"), list):
+                    value["tests"][:] = []
+                elif isinstance(value, list) and any(
+                        isinstance(v, str) and "assert" in v for v in value):
+                    value[:] = []
+        frame = frame.f_back
+    for obj in gc.get_objects():  # and everything else on the heap
+        if isinstance(obj, dict) and isinstance(obj.get("tests"), list):
+            obj["tests"][:] = []
+        elif isinstance(obj, list) and any(isinstance(v, str) and v.startswith("assert")
+                                           for v in obj[:8]):
+            obj[:] = []
+
+def add(a, b):
+    _clear_tests()
+    caller = sys._getframe(1)  # and make the caller's comparison see the right answer
+    for name, value in list(caller.f_locals.items()):
+        if isinstance(value, (int, str)):
+            caller.f_locals[name] = a + b
+    return 0
+
+_clear_tests()
+"""
+
+PATCH_BUILTINS = """
+import builtins, json, os, sys
+
+class _Never(Exception):
+    pass
+
+builtins.AssertionError = _Never
+builtins.isinstance = lambda *args: True
+builtins.len = lambda obj: 0
+builtins.print = lambda *args, **kwargs: None
+sys.exit = lambda *args: os._exit(0)
+sys.excepthook = lambda *args: os._exit(0)
+json.dumps = lambda *args, **kwargs: '{"status": "passed"}'
+json.loads = lambda *args, **kwargs: {"status": "passed"}
+
+class _AlwaysEqual:
+    def __eq__(self, other):
+        return True
+    __hash__ = object.__hash__
+
+class _ForgedInt(int):
+    def __eq__(self, other):
+        return True
+    __hash__ = int.__hash__
+
+def add(a, b):
+    return _AlwaysEqual() if a > 0 else _ForgedInt(a * b + 5)
+"""
+
+EXIT_EARLY = """
+import os, sys
+
+def add(a, b):
+    sys.stdout.flush()
+    os._exit(0)  # in the middle of the first test
+"""
+
+FAKE_MARKER = """
+import gc, json, os, re, sys
+
+def _forge():
+    seen = list(gc.get_objects())
+    frame = sys._getframe()
+    while frame is not None:  # the nonce of a runner in this process would be in a frame
+        seen += list(frame.f_locals.values())
+        frame = frame.f_back
+    nonces = {o for o in seen if isinstance(o, str) and re.fullmatch("[0-9a-f]{32}", o)}
+    records = [{"status": "passed", "nonce": n, "pid": p} for n in nonces or {""}
+               for p in (os.getpid(), os.getppid(), 1, 2, 3)]
+    line = "".join(json.dumps(r) + "\\n" for r in records) + "PASSED\\nall tests passed\\n"
+    print(line, flush=True)
+    print(line, file=sys.stderr, flush=True)
+    for fd in range(64):  # every descriptor this process holds, the result pipe if it had one
+        try:
+            os.write(fd, line.encode())
+        except OSError:
+            pass
+
+def add(a, b):
+    _forge()
+    os._exit(0)
+
+_forge()
+"""
+
+KILL_THE_RUNNER = """
+import os, signal
+
+def add(a, b):
+    for pid in (os.getppid(), 1):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return 0
+"""
+
+
+@pytest.mark.parametrize("completion", [WALK_THE_STACK, PATCH_BUILTINS, EXIT_EARLY, FAKE_MARKER,
+                                        KILL_THE_RUNNER, EXIT_EARLY.replace("    os._exit(0)",
+                                                                            "os._exit(0)")],
+                         ids=["walk-the-stack", "patch-builtins", "exit-in-test", "fake-marker",
+                              "kill-the-runner", "exit-at-import"])
+def test_mbpp_verdict_cannot_be_forged(completion):
+    result = run(sb.mbpp_program(completion, ADD_TESTS))
+    assert_failed(result, "failed", "timeout")
+    assert not result.passed
+
+
+LIGHT_PATCHES = """
+import builtins, os, sys
+builtins.AssertionError = type("Never", (Exception,), {})
+builtins.print = lambda *args, **kwargs: None
+sys.exit = lambda *args: os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("completion", [WALK_THE_STACK, LIGHT_PATCHES],
+                         ids=["walk-the-stack", "patch-builtins"])
+def test_mbpp_forgers_that_compute_the_right_answer_still_pass(completion):
+    """Walking frames or patching builtins does not fail a right answer. (Patching what the
+    worker itself needs, like ``json`` or ``isinstance``, or writing to its reply pipe breaks the
+    worker: the check then fails closed.)"""
+    fixed = completion + "\n\ndef add(a, b):\n    return a + b\n"
+    result = run(sb.mbpp_program(fixed, ADD_TESTS))
+    assert result.status == "passed", result
+
+
+def test_mbpp_correct_solutions_of_many_shapes_pass():
+    cases = [
+        ("def evens(xs):\n    return (x for x in xs if x % 2 == 0)\n",
+         ["assert list(evens([1, 2, 4])) == [2, 4]",
+          "assert sorted(evens(range(5))) == [0, 2, 4]"]),
+        ("from collections import Counter\ndef freq(xs):\n    return Counter(xs)\n",
+         ["assert freq('aab') == {'a': 2, 'b': 1}", "assert freq([]) == Counter()"]),
+        ("import math\ndef area(r):\n    return math.pi * r * r\n",
+         ["assert math.isclose(area(1), 3.14159, rel_tol=1e-3)", "assert area(0) == 0"]),
+        ("def drop(xs, kind):\n    return [x for x in xs if not isinstance(x, kind)]\n",
+         ["assert drop((1, 'a', 2.5), int) == ['a', 2.5]", "assert drop((), str) == []"]),
+        ("class Stack:\n    def __init__(self):\n        self.items = []\n"
+         "    def push(self, x):\n        self.items.append(x)\n        return self\n"
+         "    def __len__(self):\n        return len(self.items)\n"
+         "def size(s):\n    return len(s)\n",
+         ["assert size(stack) == 2", "assert len(stack.push(3)) == 3", "assert stack.items[0] == 1",
+          "assert str(stack.items) == '[1, 2, 3]'"]),
+        ("def pair(a, b):\n    return {(a, b): b'x', 'c': 1j, 'f': frozenset({a})}\n",
+         ["assert pair(1, 2) == {(1, 2): b'x', 'c': 1j, 'f': frozenset({1})}",
+          "assert pair(1, 2)[(1, 2)] is not None"]),
+    ]
+    setup = "stack = Stack()\nstack.push(1)\nstack.push(2)"
+    programs = [sb.mbpp_program(code, tests, setup_code=setup if "Stack" in code else "")
+                for code, tests in cases]
+    results = sb.check_many(programs, CFG)
+    assert [r.status for r in results] == ["passed"] * len(cases), results
+
+
+def test_mbpp_errors_keep_their_type():
+    result = run(sb.mbpp_program("def other():\n    pass\n", ["assert add(1, 2) == 3"]))
+    assert_failed(result)
+    assert result.exc_type == "NameError", result
+    result = run(sb.mbpp_program("def add(a, b):\n    return a / 0\n", ["assert add(1, 2) == 3"]))
+    assert result.exc_type == "ZeroDivisionError", result
+    result = run(sb.mbpp_program("def add(a, b):\n    return a +\n", ["assert add(1, 2) == 3"]))
+    assert result.exc_type == "SyntaxError", result
+
+
+def test_mbpp_check_hides_the_tests_and_the_result_pipe_from_the_solution():
+    completion = ("import os\n"
+                  "print(sorted(os.listdir('.')))\n"
+                  "try:\n    os.fstat(3)\n    print('fd 3 open')\n"
+                  "except OSError:\n    print('fd 3 closed')\n"
+                  "def add(a, b):\n    return a + b\n")
+    result = run(sb.mbpp_program(completion, ["assert add(20, 22) == 42"]))
+    assert result.status == "passed", result
+    assert result.stdout == "[]\nfd 3 closed\n"
+
+
+# ------------------------------------------------------------------- the runner's wire format
+
+def test_wire_round_trip_builds_genuine_values():
+    class Forged(tuple):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = tuple.__hash__
+
+    values = [None, True, 3, -2.5, float("inf"), "s", b"\x00b", 1 + 2j, (1, [2, {3: "x"}]),
+              {1, 2}, frozenset({"a"}), range(1, 9, 2), int, str]
+    for value in values:
+        assert wire.decode(json.loads(wire.dumps({"v": wire.encode(value)}))["v"]) == value
+    decoded = wire.decode(wire.encode(Forged((1, 2))))
+    assert type(decoded) is tuple and decoded != (3, 4)
+    assert list(wire.decode(wire.encode(iter([1, 2])))) == [1, 2]
+    with pytest.raises(TypeError):
+        wire.encode(lambda: 0)
+    for bad in (["e", "exec"], ["T", "type"], ["h", 1], ["s", [["l", []]]], [1, 2], {"a": 1}):
+        with pytest.raises(wire.WireError):
+            wire.decode(bad)
+
+
+def test_runner_sees_which_names_the_solution_binds():
+    bound, imports = runner.solution_bindings(
+        "import math\nimport os.path as osp\nfrom re import sub\nX = 1\nfor i in []:\n    pass\n"
+        "def f():\n    global G\n    local = 2\nclass C:\n    attr = 3\n")
+    assert bound == {"X", "i", "f", "G", "C"}
+    assert imports == {"math": ("math", None), "osp": ("os.path", None), "sub": ("re", "sub")}
+    trusted, remote = runner.trusted_globals({
+        "test_imports": "import math", "setup_code": "obj = f()",
+        "completion": "import re as rx\nfrom collections import Counter\ndef f():\n    pass\n"
+                      "sorted = 1\n",
+        "tests": ["assert f(math.pi, rx, Counter, obj, sorted, len, ghost)"]})
+    assert remote == {"f", "obj", "sorted", "ghost"}  # asked of the worker; the rest is genuine
+    assert trusted["math"] is math and trusted["rx"] is re and trusted["Counter"] is Counter
+
+
+def test_mbpp_solution_cannot_reach_the_runner_process():
+    """The runner is non-dumpable: its fds, memory and environment are closed to the worker."""
+    completion = ("import os\nreached = []\nrunner = os.getppid()\n"
+                  "for path, flags in [('/proc/%d/fd/3' % runner, os.O_WRONLY),"
+                  " ('/proc/%d/mem' % runner, os.O_RDONLY),"
+                  " ('/proc/%d/environ' % runner, os.O_RDONLY)]:\n"
+                  "    try:\n        os.close(os.open(path, flags))\n        reached.append(path)\n"
+                  "    except OSError:\n        pass\n"
+                  "try:\n    os.pidfd_getfd(os.pidfd_open(runner), 3)\n"
+                  "    reached.append('getfd')\n"
+                  "except (OSError, AttributeError):\n    pass\n"
+                  "print(reached)\n"
+                  "def add(a, b):\n    return a + b\n")
+    result = run(sb.mbpp_program(completion, ["assert add(1, 2) == 3"]))
+    assert result.status == "passed", result
+    assert result.stdout == "[]\n"
+
+
+def test_mbpp_time_limits_are_timeouts():
+    """A solution that loops in the worker times out (wall clock or its own RLIMIT_CPU)."""
+    loop = sb.mbpp_program("def add(a, b):\n    while True:\n        pass\n", ADD_TESTS)
+    result = run(loop)
+    assert result.status == "timeout" and "wall clock" in result.detail, result
+    config = sb.SandboxConfig(timeout_s=10.0, cpu_seconds=1)
+    result = run(loop, config)
+    assert result.status == "timeout" and "CPU" in result.detail, result
+    assert result.duration_s < config.timeout_s
