@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from typing import Any
 
 import jax
@@ -105,15 +106,31 @@ def describe_write_failure(err: BaseException | str) -> str | None:
 _NOISY_LOGGERS = ("absl", "asyncio")
 
 
+def _from_orbax(err: BaseException | None) -> bool:
+    """Whether ``err`` was raised inside Orbax's or TensorStore's code."""
+    tb = err.__traceback__ if err is not None else None
+    while tb is not None:
+        if any(part in tb.tb_frame.f_code.co_filename for part in ("/orbax/", "/tensorstore/")):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 class _QuietWriteFailures(logging.Filter):
     """Orbax's writer threads log a refused write with its whole traceback (hundreds of lines
-    for one full disk); the run reports it once itself (RunWriteError), so these are dropped."""
+    for one full disk); the run reports it once itself (RunWriteError), so these are dropped.
+    Once the run has given up (``abandoned``), so are the errors of Orbax's threads that were
+    still finishing as the process shut down."""
+
+    abandoned = False
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
             return True
         if record.exc_info and record.exc_info[1] is not None:
-            return describe_write_failure(record.exc_info[1]) is None
+            error = record.exc_info[1]
+            return not (describe_write_failure(error) is not None
+                        or (self.abandoned and _from_orbax(error)))
         return describe_write_failure(record.getMessage()) is None
 
 
@@ -142,6 +159,17 @@ def _quiet_closed_loops(hook):
         hook(unraisable)
 
     return unraisablehook
+
+
+def _quiet_orbax_threads(hook):
+    """A ``threading.excepthook`` that drops the exceptions of Orbax's threads."""
+
+    def excepthook(args):
+        if _from_orbax(args.exc_value):
+            return
+        hook(args)
+
+    return excepthook
 
 
 class RunCheckpoints:
@@ -221,8 +249,10 @@ class RunCheckpoints:
 
     def abandon(self) -> None:
         """Close after an error: let a running save finish (its own failure already reported
-        or beside the point). The filters stay: writer threads may still report the failure
-        the run has already reported."""
+        or beside the point). The filters stay, and Orbax's threads that are still finishing
+        report nothing more: the run has already said what failed."""
+        self._quiet.abandoned = True
+        threading.excepthook = _quiet_orbax_threads(threading.excepthook)
         try:
             self._manager.wait_until_finished()
         except Exception:  # noqa: BLE001

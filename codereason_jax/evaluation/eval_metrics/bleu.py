@@ -199,7 +199,10 @@ def sacrebleu_corpus(references: Sequence[str], predictions: Sequence[Any],
     further tokenization, which isolates the effect of smoothing and segmentation against
     `corpus_bleu` on the same tokens. Non-string predictions count as "".
     """
-    from t5.evaluation import metrics as t5_metrics  # imported here: only this comparison
+    import gin
+
+    with gin.unlock_config():  # importing t5 registers its gin configurables
+        from t5.evaluation import metrics as t5_metrics  # here: only this comparison needs it
 
     if len(references) != len(predictions):
         raise ValueError(f"{len(references)} references for {len(predictions)} predictions")
