@@ -69,7 +69,6 @@ def _main(argv: list[str]) -> int:
                                    f" --xla_force_host_platform_device_count={count}")
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-    import flax.linen as nn
     import jax
     import jax.numpy as jnp
 
@@ -97,13 +96,8 @@ def _main(argv: list[str]) -> int:
     model = PanGuDecoder(model_config)
     optimizer, _ = optimizer_config.build(1000)
     example = jax.ShapeDtypeStruct((config.batch_size, config.sequence_length), jnp.int32)
-    boxed = jax.eval_shape(lambda t: model.init(jax.random.key(0), t), example)["params"]
-    partitioning.check_tensor_axes(boxed, rules)
-    param_shardings = partitioning.param_shardings(boxed, mesh, rules)
-    params = nn.meta.unbox(boxed)
-    opt_state = jax.eval_shape(optimizer.init, params)
-    opt_shardings = partitioning.optimizer_state_shardings(optimizer, opt_state,
-                                                          param_shardings, mesh)
+    boxed, params, param_shardings, opt_state, opt_shardings = (
+        partitioning.abstract_train_state(model, optimizer, example, mesh, rules))
     batch_sharding = partitioning.batch_sharding(mesh, rules)
 
     def abstract(tree, shardings):

@@ -9,7 +9,7 @@ only known mesh axes may be named.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -152,6 +152,29 @@ def optimizer_state_shardings(optimizer: Any, opt_state: Any, param_shardings: A
     replicated = NamedSharding(mesh, PartitionSpec())
     return optax.tree_map_params(optimizer, lambda _, sharding: sharding, opt_state,
                                  param_shardings, transform_non_params=lambda _: replicated)
+
+
+class AbstractTrainState(NamedTuple):
+    """Shapes and shardings of a model's parameters and optimizer state; nothing allocated."""
+    boxed: Any  # params with their logical axes (nn.LogicallyPartitioned)
+    params: Any
+    param_shardings: Any
+    opt_state: Any
+    opt_shardings: Any
+
+
+def abstract_train_state(model: Any, optimizer: Any, example: Any, mesh: Mesh, rules: Rules,
+                         seed: int = 0) -> AbstractTrainState:
+    """The abstract parameters and optimizer state of ``model`` for ``example`` inputs, with
+    their shardings on ``mesh`` (the rules are checked against every parameter first)."""
+    boxed = jax.eval_shape(lambda x: model.init(jax.random.key(seed), x), example)["params"]
+    check_tensor_axes(boxed, rules)
+    param_shardings_ = param_shardings(boxed, mesh, rules)
+    params = nn.meta.unbox(boxed)
+    opt_state = jax.eval_shape(optimizer.init, params)
+    return AbstractTrainState(boxed, params, param_shardings_, opt_state,
+                              optimizer_state_shardings(optimizer, opt_state, param_shardings_,
+                                                        mesh))
 
 
 def sharding_table(boxed_params: Any, mesh_shape: Sequence[int], rules: Rules = DEFAULT_RULES

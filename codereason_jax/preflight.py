@@ -16,7 +16,6 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -121,14 +120,9 @@ def preflight(model_config: PanGuConfig, config: TrainConfig, optimizer_config: 
     schedule = resolve_schedule(config.mixture, config.num_steps)
     optimizer, learning_rate = optimizer_config.build(config.num_steps)
     model = PanGuDecoder(model_config)
-    example = jnp.zeros((config.batch_size, config.sequence_length), jnp.int32)
-    boxed = jax.eval_shape(lambda: model.init(jax.random.key(config.seed), example))["params"]
-    partitioning.check_tensor_axes(boxed, rules)
-    param_shardings = partitioning.param_shardings(boxed, mesh, rules)
-    abstract_params = nn.meta.unbox(boxed)
-    abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
-    opt_shardings = partitioning.optimizer_state_shardings(optimizer, abstract_opt,
-                                                          param_shardings, mesh)
+    example = jax.ShapeDtypeStruct((config.batch_size, config.sequence_length), jnp.int32)
+    boxed, abstract_params, param_shardings, abstract_opt, opt_shardings = (
+        partitioning.abstract_train_state(model, optimizer, example, mesh, rules, config.seed))
     checkpoints_dir = paths.join(run_dir, "checkpoints")
     resuming = paths.isdir(checkpoints_dir) and any(
         name.isdigit() for name in paths.listdir(checkpoints_dir))

@@ -54,12 +54,8 @@ class JaxStep:
                                    mesh_shape=tuple(self.mesh.devices.shape))
         optimizer, _ = OptimizerConfig(warmup_steps=10).build(1000)
         example = jnp.zeros((1, seq_len), jnp.int32)
-        boxed = jax.eval_shape(lambda: model.init(jax.random.key(seed), example))["params"]
-        param_shardings = partitioning.param_shardings(boxed, self.mesh, rules)
-        abstract_params = nn.meta.unbox(boxed)
-        abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
-        opt_shardings = partitioning.optimizer_state_shardings(
-            optimizer, abstract_opt, param_shardings, self.mesh)
+        _, abstract_params, param_shardings, abstract_opt, opt_shardings = (
+            partitioning.abstract_train_state(model, optimizer, example, self.mesh, rules, seed))
         batch_sharding = partitioning.batch_sharding(self.mesh, rules)
 
         rng = np.random.default_rng(seed)
