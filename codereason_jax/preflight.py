@@ -136,13 +136,38 @@ def preflight(model_config: PanGuConfig, config: TrainConfig, optimizer_config: 
         checkpoint_config=checkpoint_config, abstract_params=abstract_params,
         abstract_opt_state=abstract_opt,
         vocabulary=run_contract.vocabulary_identity(vocabulary, VOCABULARY_SPEC),
-        schedule_fingerprint=schedule.fingerprint())
+        schedule_fingerprint=schedule.fingerprint(),
+        data_source=data_source_identity(config, schedule.tasks))
     saved = run_contract.read(run_dir) if paths.isdir(run_dir) else None
     changes = (run_contract.check(saved, contract, run_dir, config.allow_schedule_change)
                if saved is not None else {})
     return RunSetup(mesh, rules, model, schedule, optimizer, learning_rate, boxed,
                     param_shardings, abstract_params, abstract_opt, opt_shardings,
                     batch_sharding, contract, saved, changes, resuming)
+
+
+def data_source_identity(config: TrainConfig, tasks: tuple[str, ...]) -> dict[str, Any]:
+    """Which pipeline makes the batches and, for a row store, a digest of the rows the run
+    reads; the store is checked against the run's settings and for whole shards here."""
+    if config.data_pipeline != "store":
+        return {"pipeline": config.data_pipeline}
+    import hashlib
+
+    from seqio_tasks.row_store import manifest as manifest_lib
+    from seqio_tasks.row_store.prepare import settings_for
+
+    manifest = manifest_lib.read(config.row_store_dir)
+    settings = settings_for(config.sequence_length, "train", config.pack_instructions,
+                            config.overlong)
+    manifest_lib.check_settings(manifest, settings, list(tasks), config.row_store_dir)
+    digest = hashlib.sha256()
+    for task in tasks:
+        entry = manifest["sources"][task]
+        manifest_lib.check_shards(config.row_store_dir, task, entry)
+        digest.update(task.encode() + b"".join(s["sha256"].encode() for s in entry["shards"]))
+    return {"pipeline": "store", "row_store_dir": config.row_store_dir,
+            "rows": {task: manifest["sources"][task]["rows"] for task in tasks},
+            "rows_sha256": digest.hexdigest()[:16]}
 
 
 def _check_eval_tasks(config: TrainConfig) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import jax
 
 from codereason_jax import paths
+from seqio_tasks.default_vocabulary import vocabulary_identity as vocabulary_identity
 
 RUN_FILE = "run.json"
 FORMAT = 1
@@ -34,7 +35,7 @@ FORMAT = 1
 # stream, or the token ids would differ). The schedule's own check is separate: it can be
 # overridden with TrainConfig.allow_schedule_change.
 DATA_FIELDS = ("seed", "batch_size", "sequence_length", "pack_instructions", "overlong",
-               "row_shuffle_buffer")
+               "row_shuffle_buffer", "data_pipeline")
 # The PanGuConfig fields that decide a parameter's shape or dtype (named when shapes differ).
 SHAPE_FIELDS = ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff", "max_seq_len",
                 "use_query_layer", "scan_layers", "param_dtype")
@@ -53,26 +54,14 @@ def _digest(table: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def vocabulary_identity(vocabulary: Any, spec: str | None) -> dict[str, Any]:
-    """What identifies the token ids: the vocabulary's kind, size and a digest of its
-    SentencePiece model (the same file read as PanGu-α's or ChatGLM's pieces gives other ids,
-    so the kind is part of it)."""
-    model = getattr(vocabulary, "sp_model", None)
-    if not isinstance(model, bytes):
-        path = (getattr(vocabulary, "model_path", None)
-                or getattr(vocabulary, "sentencepiece_model_file", None))
-        model = paths.read_bytes(path) if path else repr(vocabulary).encode()
-    return {"spec": spec or "embedded", "kind": type(vocabulary).__name__,
-            "size": int(vocabulary.vocab_size), "sha256": hashlib.sha256(model).hexdigest()[:16]}
-
-
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=list))
 
 
 def make_contract(*, model_config: Any, train_config: Any, optimizer_config: Any,
                   checkpoint_config: Any, abstract_params: Any, abstract_opt_state: Any,
-                  vocabulary: dict[str, Any], schedule_fingerprint: str) -> dict[str, Any]:
+                  vocabulary: dict[str, Any], schedule_fingerprint: str,
+                  data_source: dict[str, Any] | None = None) -> dict[str, Any]:
     """The contract of a run about to start (JSON-ready)."""
     params = shape_table(abstract_params)
     return _jsonable({
@@ -86,6 +75,7 @@ def make_contract(*, model_config: Any, train_config: Any, optimizer_config: Any
         "opt_state_digest": _digest(shape_table(abstract_opt_state)),
         "vocabulary": vocabulary,
         "schedule_fingerprint": schedule_fingerprint,
+        "data_source": data_source or {"pipeline": "stream"},
         "history": [],
     })
 
@@ -149,6 +139,11 @@ def check(saved: dict[str, Any], new: dict[str, Any], run_dir: str,
             if f"TrainConfig.{k}" in changes}
     if data:
         reasons.append(_listing(data) + " (changes the batches or random stream)")
+    old_rows = (saved.get("data_source") or {}).get("rows_sha256")
+    new_rows = new.get("data_source", {}).get("rows_sha256")
+    if old_rows and new_rows and old_rows != new_rows:
+        reasons.append(f"the row store's rows {old_rows} -> {new_rows} (another store's rows; "
+                       "changes the batches)")
     if saved.get("schedule_fingerprint") != new["schedule_fingerprint"] and (
             not allow_schedule_change):
         mixture = {k: v for k, v in changes.items()

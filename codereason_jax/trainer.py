@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # Orbax and gin only where a run is set up: the train step ne
     from codereason_jax.checkpoints import CheckpointConfig
 
 OVERLONG = ("drop", "truncate", "error")
+DATA_PIPELINES = ("stream", "store")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,13 @@ class TrainConfig:
     # Packed rows each pre-training stream shuffles through, so that the rows of one long
     # document spread over many batches (0: packing order, as the paper's pipeline).
     row_shuffle_buffer: int = DEFAULT_ROW_SHUFFLE_BUFFER
+    # Where rows come from: "stream" packs each SeqIO task on the fly from its start (the
+    # embedded default and quick runs; a resume re-reads what was consumed), "store" reads
+    # rows prepared once by `python -m codereason_jax.prepare_rows` from `row_store_dir`, by
+    # index (each host only its own rows; a resume costs what a start costs). The two orders
+    # differ by design (docs/data.md); a run keeps the one it started with.
+    data_pipeline: str = "stream"
+    row_store_dir: str | None = None
     # Host batches prepared ahead in a background thread while the device runs the current
     # step (0: prepare each batch only when it is needed). Batches are the same either way.
     prefetch_batches: int = 2
@@ -106,6 +114,12 @@ class TrainConfig:
                 f"TrainConfig.grad_accumulation={self.grad_accumulation}.")
         if self.overlong not in OVERLONG:
             raise ConfigError(f"TrainConfig.overlong={self.overlong!r} is not one of {OVERLONG}.")
+        if self.data_pipeline not in DATA_PIPELINES:
+            raise ConfigError(f"TrainConfig.data_pipeline={self.data_pipeline!r} is not one of "
+                              f"{DATA_PIPELINES}.")
+        if self.data_pipeline == "store" and not self.row_store_dir:
+            raise ConfigError("TrainConfig.data_pipeline='store' needs TrainConfig.row_store_dir"
+                              " (a store made by python -m codereason_jax.prepare_rows).")
         if len(self.mesh_shape) != 3 or list(self.mesh_shape).count(-1) > 1:
             raise ConfigError(f"TrainConfig.mesh_shape={self.mesh_shape} must be 3 sizes "
                               "(data, fsdp, model), at most one of them -1.")
@@ -265,6 +279,15 @@ def train(model_config: PanGuConfig, config: TrainConfig, optimizer_config: Opti
     mesh = setup.mesh
 
     def data_from(step: int):
+        if config.data_pipeline == "store":
+            from seqio_tasks.row_store.reader import store_iterator
+
+            return store_iterator(
+                config.mixture, config.row_store_dir, sequence_length=config.sequence_length,
+                batch_size=config.batch_size, seed=config.seed, start_step=step,
+                total_steps=config.num_steps, host_index=jax.process_index(),
+                host_count=jax.process_count(), pack_instructions=config.pack_instructions,
+                overlong=config.overlong)
         return mixing.mixture_iterator(
             config.mixture, sequence_length=config.sequence_length,
             batch_size=config.batch_size, seed=config.seed, start_step=step,

@@ -13,6 +13,7 @@ import inspect
 import os
 import sys
 import tempfile
+from typing import Any
 
 import seqio
 
@@ -127,6 +128,21 @@ def task_vocabulary(spec: str | None = None) -> seqio.Vocabulary:
         raise FileNotFoundError(f"vocabulary file {path!r} (from {spec!r}) does not exist; put "
                                 "the SentencePiece model there or fix the `vocabulary` binding.")
     return _KINDS[kind](path)
+
+
+def vocabulary_identity(vocabulary: Any, spec: str | None) -> dict[str, Any]:
+    """What identifies the token ids: the vocabulary's kind, size and a digest of its
+    SentencePiece model (the same file read as PanGu-α's or ChatGLM's pieces gives other ids,
+    so the kind is part of it). Runs and row stores record it and compare it."""
+    from etils import epath
+
+    model = getattr(vocabulary, "sp_model", None)
+    if not isinstance(model, bytes):
+        path = (getattr(vocabulary, "model_path", None)
+                or getattr(vocabulary, "sentencepiece_model_file", None))
+        model = epath.Path(path).read_bytes() if path else repr(vocabulary).encode()
+    return {"spec": spec or "embedded", "kind": type(vocabulary).__name__,
+            "size": int(vocabulary.vocab_size), "sha256": hashlib.sha256(model).hexdigest()[:16]}
 
 
 def use_vocabulary(spec: str | None) -> None:
