@@ -90,7 +90,7 @@ def write(store_dir: str, manifest: Mapping[str, Any]) -> None:
     path = epath.Path(store_dir) / MANIFEST
     tmp = epath.Path(f"{path}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    tmp.rename(path)
+    tmp.replace(path)
 
 
 def check_settings(manifest: Mapping[str, Any], wanted: StoreSettings, tasks: list[str],

@@ -155,7 +155,7 @@ def prepare_shard(item: WorkItem, progress: Callable[[int], None] | None = None
         tmp.unlink(missing_ok=True)
         raise
     writer.close()
-    tmp.rename(path)
+    tmp.replace(path)
     stats = packer.stats
     done = {"file": name, "rows": rows, "bytes": path.stat().length,
             "sha256": _file_digest(path), "kind": kind, "token_dtype": dtype.name,
@@ -166,7 +166,7 @@ def prepare_shard(item: WorkItem, progress: Callable[[int], None] | None = None
     sidecar = _sidecar(item)
     tmp_sidecar = epath.Path(f"{sidecar}.tmp-{os.getpid()}")
     tmp_sidecar.write_text(json.dumps(done, indent=1))
-    tmp_sidecar.rename(sidecar)
+    tmp_sidecar.replace(sidecar)
     return done
 
 
