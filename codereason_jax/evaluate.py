@@ -41,6 +41,7 @@ from codereason_jax import cli, gin_utils, paths
 from codereason_jax.checkpoints import CheckpointError
 from codereason_jax.evaluation.data_check import check_data, data_summary, resolve_splits
 from codereason_jax.evaluation.eval_config import RESULT_SETTINGS, EvalConfig
+from codereason_jax.evaluation.sandbox import SandboxUnavailable, check_isolation
 from codereason_jax.evaluation.task_eval import evaluate_task
 from codereason_jax.model.config import ConfigError
 from codereason_jax.partitioning import PartitioningError
@@ -167,6 +168,10 @@ def _main(argv: list[str]) -> int:
     except ValueError as err:  # a vocabulary or task the data cannot give
         raise ConfigError(str(err)) from err
 
+    if config.execute_tests and any("mbpp" in name for name in config.tasks):
+        # MBPP's tests run the model's code: refuse an unisolated sandbox (one error line, exit
+        # 2, naming what is missing and the opt-out) before the model loads, not after decoding.
+        check_isolation()
     model = PanGuDecoder(dataclasses.replace(model_config, dropout_rate=0.0))
     vocabulary = seqio.get_mixture_or_task(config.tasks[0]).output_features["targets"].vocabulary
     vocab_hash = hashlib.sha256(
@@ -208,8 +213,8 @@ def _main(argv: list[str]) -> int:
 
                 with jax.set_mesh(loaded[0]):
                     result = evaluate_task(name, split, model, loaded[1], config)
-            except (CheckpointError, ConfigError, PartitioningError):
-                raise  # the model itself: no task can run (cli.run reports it)
+            except (CheckpointError, ConfigError, PartitioningError, SandboxUnavailable):
+                raise  # the model or the sandbox: no task can run (cli.run reports it)
             except ValueError as err:  # DataFileError and other problems of this task's input
                 results["failed"][name] = str(err)
                 print(f"error: {name}: {err}", file=sys.stderr, flush=True)

@@ -3,19 +3,28 @@
 The attack programs try everything they can and finish with ``assert <attack worked>``, so a
 ``failed``/``timeout`` status means every attempt failed inside the sandbox; the tests then check
 the side effects from outside (files, processes, the server socket, the captured output).
+
+The sandbox fails closed, so these tests need a machine with its isolation (root, or user and
+mount namespaces; CI is such a machine): there a degraded sandbox is a failure, never a skip.
+Machines without it are simulated by a test hook in the bootstrap (``launch.SIMULATE_FAILURES``:
+an isolation step fails as the kernel would refuse it), to test the refusal and its opt-out.
+No assertion measures time: a limit is checked by its verdict, parallelism by programs that can
+only finish together, and waits for an event have a generous bound (``BOUND_S``) that only a
+missing event reaches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -23,22 +32,56 @@ from pathlib import Path
 
 import pytest
 
+from codereason_jax import cli
 from codereason_jax.evaluation import sandbox as sb
 from codereason_jax.evaluation.sandbox import harness, launch, runner, wire
 
 REPO = Path(__file__).resolve().parents[1]
 MBPP_DIR = REPO.parent / "shared" / "data" / "mbpp"
 CFG = sb.SandboxConfig(timeout_s=2.0)
-SLACK_S = 2.0  # start-up, teardown and a loaded 2-core machine on top of the timeout
+BOUND_S = 60.0  # only reached when an awaited event never happens (a hang, a leaked process)
+UNSAFE = "WARNING: UNSAFE"
+
+
+@pytest.fixture(autouse=True)
+def _no_opt_out(monkeypatch):
+    """Whatever the developer's shell exports, the tests start without the opt-out."""
+    monkeypatch.delenv(sb.UNSAFE_ENV, raising=False)
 
 
 @pytest.fixture(scope="module")
 def iso() -> dict:
-    return sb.isolation_report(CFG)
+    """This machine's isolation, which must be complete: a degraded sandbox refuses to run
+    untrusted code, so the containment tests below fail rather than skip on such a machine."""
+    report = sb.isolation_report(CFG)
+    assert report["warnings"] == [], (
+        "the sandbox cannot isolate programs on this machine (run the tests as root or with "
+        "user and mount namespaces): " + "; ".join(report["warnings"]))
+    return report
+
+
+def bounded(fn, *args):
+    """``fn(*args)``, failing only if it never returns (within ``BOUND_S``): the harness must
+    not hang, but how long it takes on a loaded machine is not asserted."""
+    box: dict = {}
+
+    def call():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as err:  # re-raised in the test's thread
+            box["error"] = err
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(BOUND_S)
+    assert not thread.is_alive(), f"{fn.__name__} did not return within {BOUND_S} s"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def run(source: str, config: sb.SandboxConfig = CFG) -> sb.ExecutionResult:
-    return sb.run_program(source, config)
+    return bounded(sb.run_program, source, config)
 
 
 def assert_failed(result: sb.ExecutionResult, *statuses: str) -> None:
@@ -66,34 +109,208 @@ def sandbox_processes(uid: int | None) -> list[tuple[int, str]]:
     return found
 
 
-def wait_no_sandbox_processes(uid: int | None, before: list, timeout_s: float = 2.0) -> list:
-    """New sandbox processes (not in `before`) still alive after `timeout_s`."""
-    known = {pid for pid, _ in before}
-    deadline = time.monotonic() + timeout_s
+def processes_with(text: str) -> list[tuple[int, str]]:
+    """Processes (other than this one) whose command line contains `text`."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append((int(name), cmdline[:200]))
+    return found
+
+
+def wait_gone(find) -> list:
+    """What ``find()`` still lists after ``BOUND_S``; returns as soon as it lists nothing."""
+    deadline = time.monotonic() + BOUND_S
     while True:
-        left = [p for p in sandbox_processes(uid) if p[0] not in known]
+        left = find()
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)
 
 
-# ------------------------------------------------------------------------------------ basics
+def wait_no_sandbox_processes(uid: int | None, before: list) -> list:
+    """New sandbox processes (not in `before`) still alive after ``BOUND_S``."""
+    known = {pid for pid, _ in before}
+    return wait_gone(lambda: [p for p in sandbox_processes(uid) if p[0] not in known])
+
+
+@pytest.fixture
+def open_dir():
+    """A world-writable directory (not sticky) outside the sandbox, with a world-writable file."""
+    path = Path("/tmp") / f"sandbox_test_{secrets.token_hex(6)}"
+    path.mkdir()
+    path.chmod(0o777)
+    sentinel = path / "sentinel.txt"
+    sentinel.write_text("keep me")
+    sentinel.chmod(0o666)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def checkout():
+    """A stand-in for the repository checkout (the real one is never a target): a directory in
+    the parent's tmp, owned by the harness's user and traversable by all, holding a copy of
+    setup.py (0644); the sandbox can name it but must not change it."""
+    path = Path(tempfile.mkdtemp(prefix="sandbox_checkout_", dir="/tmp"))
+    path.chmod(0o755)
+    shutil.copyfile(REPO / "setup.py", path / "setup.py")
+    (path / "setup.py").chmod(0o644)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ fail closed
+# A machine without the isolation is simulated: the bootstrap's own set-up step fails (as a
+# kernel or container without it would refuse it); the probe, the plan and the refusal are real.
+
+MISSING = {"unshare": "no namespaces", "read_only": "could not make / read-only",
+           "proc": "could not mount a fresh /proc"}
+
+
+@pytest.fixture
+def simulate(monkeypatch):
+    def apply(*steps: str) -> None:
+        monkeypatch.setattr(launch, "SIMULATE_FAILURES", tuple(steps))
+
+    return apply
+
 
 def test_isolation_on_this_machine(iso):
     assert Path(iso["python"]).is_file()
     if os.geteuid() == 0:
         assert iso["uid"] not in (None, 0)
-    if iso["warnings"]:
-        pytest.skip("degraded sandbox on this machine: " + "; ".join(iso["warnings"]))
-    assert iso["namespaces"] and iso["read_only_root"] and iso["network"].startswith("namespace")
+    assert iso["warnings"] == []
+    assert iso["namespaces"] and iso["read_only_root"] and iso["proc_mounted"]
+    assert iso["network"] == "namespace"
+    assert sb.check_isolation(CFG) == iso
 
+
+@pytest.mark.parametrize("step", sorted(MISSING))
+def test_untrusted_code_is_refused_without_isolation(step, simulate, open_dir, capsys):
+    simulate(step)
+    report = sb.isolation_report(CFG)  # reports what is missing, without refusing
+    assert any(MISSING[step] in warning for warning in report["warnings"]), report
+    marker = open_dir / "ran"  # world-writable: an unisolated program could create it
+    program = f"open({str(marker)!r}, 'w').write('ran')\n"
+    check = sb.mbpp_program(f"open({str(marker)!r}, 'w').write('ran')\ndef f():\n    return 1\n",
+                            ["assert f() == 1"])
+    for call in (lambda: sb.run_program(program, CFG), lambda: sb.check_many([check], CFG),
+                 lambda: sb.check_isolation(CFG)):
+        with pytest.raises(sb.SandboxUnavailable) as refused:
+            call()
+        message = str(refused.value)
+        assert message.startswith("refusing to run untrusted code"), message
+        assert MISSING[step] in message and f"{sb.UNSAFE_ENV}=1" in message
+    assert not marker.exists()
+    assert UNSAFE not in capsys.readouterr().err
+
+
+def test_a_refusal_is_one_error_line_and_exit_2(simulate, capsys):
+    """What a command line (evaluate's MBPP pass@k) shows: the cli error surface."""
+    simulate("unshare")
+
+    def main(argv: list[str]) -> int:
+        sb.check_many([sb.mbpp_program("def f():\n    return 1\n", ["assert f() == 1"])], CFG)
+        return 0
+
+    assert cli.run(main, []) == cli.USAGE
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: refusing to run untrusted code: ")
+    assert "no namespaces" in lines[0] and sb.UNSAFE_ENV in lines[0]
+
+
+def test_evaluate_refuses_mbpp_execution_before_loading_the_model(simulate, capsys, tmp_path,
+                                                                  monkeypatch):
+    from codereason_jax import evaluate
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("CODEREASON_DATA_DIR", raising=False)
+    simulate("unshare")
+    output = tmp_path / "results.json"
+    code = evaluate.main(["--gin_file=gin/models/pangu_tiny.gin",
+                          "--gin_file=gin/eval/tables_2_3_6.gin", "--tasks=eval_mbpp",
+                          f"--data_dir={REPO / 'tests' / 'fixtures' / 'benchmarks_messy'}",
+                          f"--output={output}"])
+    captured = capsys.readouterr()
+    assert code == cli.USAGE, captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "refusing to run untrusted code" in errors[0], captured.err
+    assert "no namespaces" in errors[0] and not output.exists()
+
+
+@pytest.mark.parametrize("how", ["config", "environment"])
+def test_the_opt_out_runs_unisolated_and_warns_every_time(how, simulate, open_dir, monkeypatch,
+                                                          capsys):
+    simulate("unshare")
+    config = CFG
+    if how == "config":
+        config = dataclasses.replace(CFG, unsafe_allow_unisolated=True)
+    else:
+        monkeypatch.setenv(sb.UNSAFE_ENV, "1")
+    marker = open_dir / "ran"
+    result = run(f"open({str(marker)!r}, 'w').write('ran')\n", config)
+    assert result.status == "passed", result
+    assert marker.read_text() == "ran"  # it really ran without the read-only file system
+    results = bounded(sb.check_many, ["print('one')\n", "print('two')\n"], config)
+    assert [r.stdout for r in results] == ["one\n", "two\n"]
+    err = capsys.readouterr().err
+    assert err.count(UNSAFE) == 2, err  # once per run_program, once per check_many batch
+    assert "no namespaces" in err
+
+
+@pytest.mark.parametrize("value", ["", "0", "true", "yes", " 1"])
+def test_only_the_exact_opt_out_counts(value, simulate, monkeypatch):
+    simulate("unshare")
+    monkeypatch.setenv(sb.UNSAFE_ENV, value)
+    with pytest.raises(sb.SandboxUnavailable, match="refusing to run untrusted code"):
+        sb.run_program("print('ran')\n", CFG)
+
+
+def test_require_isolation_overrides_the_opt_out(simulate, monkeypatch):
+    simulate("proc")
+    monkeypatch.setenv(sb.UNSAFE_ENV, "1")
+    config = dataclasses.replace(CFG, require_isolation=True, unsafe_allow_unisolated=True)
+    with pytest.raises(sb.SandboxUnavailable, match="require_isolation"):
+        sb.run_program("print('ran')\n", config)
+    with pytest.raises(sb.SandboxUnavailable, match="could not mount a fresh /proc"):
+        sb.isolation_report(config)
+
+
+def test_degraded_mode_is_refused_unless_opted_out_and_then_blocks_sockets(capsys):
+    config = sb.SandboxConfig(timeout_s=2.0, namespaces=False)
+    report = sb.isolation_report(config)
+    assert not report["namespaces"] and report["network"] == "block"
+    assert any("namespaces disabled" in warning for warning in report["warnings"])
+    assert any("in-process block" in warning for warning in report["warnings"])
+    with pytest.raises(sb.SandboxUnavailable, match="namespaces disabled"):
+        sb.run_program("print('ok')", config)
+    unsafe = dataclasses.replace(config, unsafe_allow_unisolated=True)
+    assert run("print('ok')", unsafe).status == "passed"
+    result = run("import socket\nsocket.create_connection(('127.0.0.1', 9), 1)\n", unsafe)
+    assert_failed(result)
+    assert result.exc_type == "PermissionError"
+    assert capsys.readouterr().err.count(UNSAFE) == 2
+    with pytest.raises(sb.SandboxUnavailable):
+        sb.isolation_report(sb.SandboxConfig(namespaces=False, require_isolation=True))
+    with pytest.raises(sb.SandboxUnavailable):
+        sb.isolation_report(sb.SandboxConfig(namespaces=False, network="namespace"))
+
+
+# ------------------------------------------------------------------------------------ basics
 
 def test_passing_program_and_output():
     result = run("import sys\nprint('hello')\nprint('err', file=sys.stderr)\nassert 1 + 1 == 2\n")
     assert result.status == "passed", result
     assert result.passed and result.exit_code == 0
     assert result.stdout == "hello\n" and result.stderr == "err\n"
-    assert 0 < result.duration_s < CFG.timeout_s
+    assert result.duration_s > 0
 
 
 def test_program_runs_unprivileged_in_an_empty_temp_dir(iso):
@@ -137,8 +354,9 @@ def test_exits_are_not_passes():
                    "raise KeyboardInterrupt\n"):
         result = run(source)
         assert_failed(result)
-    # The child of a fork returns from the program too; only the main process may report.
-    result = run("import os, time\nif os.fork() == 0:\n    pass\nelse:\n    time.sleep(0.2)\n"
+    # The child of a fork returns from the program too (first: the parent waits for it); only
+    # the main process may report.
+    result = run("import os\npid = os.fork()\nif pid:\n    os.waitpid(pid, 0)\n"
                  "    raise ValueError('parent fails')\n")
     assert_failed(result)
     assert result.exc_type == "ValueError"
@@ -146,21 +364,17 @@ def test_exits_are_not_passes():
 
 def test_output_is_capped_and_the_pipe_is_drained():
     config = sb.SandboxConfig(timeout_s=1.5, max_output_bytes=4096)
-    start = time.monotonic()
     result = run("while True:\n    print('x' * 10000)\n", config)
-    assert result.status == "timeout", result
+    assert result.status == "timeout" and "wall clock" in result.detail, result
     assert len(result.stdout.encode()) <= 4096 and result.output_truncated
-    assert time.monotonic() - start < config.timeout_s + SLACK_S
 
 
 # ------------------------------------------------------------------------------ time limits
 
-def test_infinite_loop_times_out_within_bound():
-    start = time.monotonic()
+def test_infinite_loop_times_out():
     result = run("while True:\n    pass\n")
-    elapsed = time.monotonic() - start
     assert result.status == "timeout", result
-    assert CFG.timeout_s <= elapsed < CFG.timeout_s + SLACK_S
+    assert result.detail == f"wall clock limit of {CFG.timeout_s:g} s"
 
 
 def test_loop_swallowing_every_exception_times_out():
@@ -173,24 +387,20 @@ def test_loop_swallowing_every_exception_times_out():
               "            pass\n"
               "    except BaseException:\n"
               "        pass\n")
-    start = time.monotonic()
     result = run(source)
     assert result.status == "timeout", result
-    assert time.monotonic() - start < CFG.timeout_s + SLACK_S
 
 
 def test_sleep_is_bounded_by_the_wall_clock():
-    start = time.monotonic()
     result = run("import time\ntime.sleep(1000)\n")
-    assert result.status == "timeout", result
-    assert time.monotonic() - start < CFG.timeout_s + SLACK_S
+    assert result.status == "timeout" and "wall clock" in result.detail, result
 
 
 def test_cpu_time_limit():
-    config = sb.SandboxConfig(timeout_s=10.0, cpu_seconds=1)
+    config = sb.SandboxConfig(timeout_s=30.0, cpu_seconds=1)
     result = run("while True:\n    pass\n", config)
     assert result.status == "timeout", result
-    assert "CPU" in result.detail and result.duration_s < config.timeout_s  # not the wall clock
+    assert result.detail == "CPU time limit of 1 s"  # RLIMIT_CPU, not the wall clock
 
 
 # -------------------------------------------------------------------------- resource attacks
@@ -204,11 +414,8 @@ def test_fork_bomb_is_contained_and_cleaned_up(iso):
               "    except BaseException:\n"
               "        pass\n")
     before = sandbox_processes(iso["uid"])
-    start = time.monotonic()
     result = run(source, config)
-    elapsed = time.monotonic() - start
     assert_failed(result, "failed", "timeout")
-    assert elapsed < config.timeout_s + SLACK_S + 1
     assert wait_no_sandbox_processes(iso["uid"], before) == []
     # The machine still works for the next program.
     assert run("print('ok')").status == "passed"
@@ -242,8 +449,6 @@ def test_large_files_fail():
 
 
 def test_disk_quota_of_the_temp_dir(iso):
-    if not iso["namespaces"]:
-        pytest.skip("the size-limited tmpfs working directory needs a mount namespace")
     result = run("for i in range(100):\n"
                  "    with open('f%d' % i, 'wb') as f:\n"
                  "        f.write(b'x' * (8 << 20))\n")
@@ -253,24 +458,9 @@ def test_disk_quota_of_the_temp_dir(iso):
 
 # ------------------------------------------------------------------------ file system attacks
 
-@pytest.fixture
-def open_dir():
-    """A world-writable directory (not sticky) outside the sandbox, with a world-writable file."""
-    path = Path("/tmp") / f"sandbox_test_{secrets.token_hex(6)}"
-    path.mkdir()
-    path.chmod(0o777)
-    sentinel = path / "sentinel.txt"
-    sentinel.write_text("keep me")
-    sentinel.chmod(0o666)
-    yield path
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()
-
-
-def test_writes_outside_the_temp_dir_fail(iso, open_dir):
+def test_writes_outside_the_temp_dir_fail(iso, open_dir, checkout):
     tag = secrets.token_hex(6)
-    targets = [f"/tmp/pwned_{tag}", str(REPO / f"pwned_{tag}"), str(open_dir / f"pwned_{tag}"),
+    targets = [f"/tmp/pwned_{tag}", str(checkout / f"pwned_{tag}"), str(open_dir / f"pwned_{tag}"),
                f"/dev/shm/pwned_{tag}", f"/var/tmp/pwned_{tag}", str(Path.home() / f"pwned_{tag}")]
     source = (f"import os\nwritten = []\nfor path in {targets!r}:\n"
               "    try:\n"
@@ -281,26 +471,28 @@ def test_writes_outside_the_temp_dir_fail(iso, open_dir):
               "        pass\n"
               "print(written)\n"
               "assert written, 'no write succeeded'\n")
-    result = run(source)
-    if not iso["namespaces"]:
-        # World-writable directories cannot be protected without a mount namespace.
+    try:
+        result = run(source)
+        assert_failed(result)
+        assert result.stdout.strip() == "[]"
+        for path in targets:
+            assert not Path(path).exists(), path
+    finally:  # a breach leaves nothing behind
         for path in targets:
             Path(path).unlink(missing_ok=True)
-        pytest.skip("no mount namespace on this machine")
-    assert_failed(result)
-    assert result.stdout.strip() == "[]"
-    for path in targets:
-        assert not Path(path).exists(), path
 
 
-def test_deletes_and_overwrites_outside_the_temp_dir_fail(iso, open_dir):
+def test_deletes_and_overwrites_outside_the_temp_dir_fail(iso, open_dir, checkout, monkeypatch):
     sentinel = open_dir / "sentinel.txt"
-    root_owned = REPO / "setup.py"
-    before = root_owned.read_bytes()
+    setup_copy = checkout / "setup.py"
+    before = setup_copy.read_bytes()
+    monkeypatch.chdir(checkout)  # the harness's working directory, as in a real run
     source = ("import os, shutil\ndone = []\n"
               f"for action, path in [('remove', {str(sentinel)!r}), ('rename', {str(sentinel)!r}),"
               f" ('truncate', {str(sentinel)!r}), ('rmtree', {str(open_dir)!r}),"
-              f" ('truncate', {str(root_owned)!r}), ('remove', {str(root_owned)!r})]:\n"
+              f" ('truncate', {str(setup_copy)!r}), ('remove', {str(setup_copy)!r}),"
+              f" ('truncate', '/proc/{os.getpid()}/cwd/setup.py'),"
+              f" ('rmtree', {str(checkout)!r})]:\n"
               "    try:\n"
               "        if action == 'remove':\n"
               "            os.remove(path)\n"
@@ -315,17 +507,14 @@ def test_deletes_and_overwrites_outside_the_temp_dir_fail(iso, open_dir):
               "        pass\n"
               "assert done, 'nothing deleted'\n")
     result = run(source)
-    if not iso["namespaces"]:
-        pytest.skip("world-writable directories cannot be protected without a mount namespace")
     assert_failed(result)
     assert sentinel.read_text() == "keep me"
-    assert root_owned.read_bytes() == before
+    assert setup_copy.read_bytes() == before
+    assert sorted(p.name for p in checkout.iterdir()) == ["setup.py"]
 
 
 def test_read_only_fallback_for_old_kernels(iso, monkeypatch, open_dir):
     """Without mount_setattr (Linux < 5.12) every mount is remounted read-only one by one."""
-    if not iso["namespaces"]:
-        pytest.skip("no mount namespace on this machine")
     monkeypatch.setattr(launch, "FORCE_REMOUNT_LOOP", True)
     target = open_dir / "pwned"
     result = run("import os\n"
@@ -338,6 +527,8 @@ def test_read_only_fallback_for_old_kernels(iso, monkeypatch, open_dir):
 
 def test_reading_the_parents_files_fails(iso, tmp_path):
     if iso["uid"] is None:
+        # About the machine, not our code: a non-root harness has no other uid to run the
+        # program as, so in its user namespace the program is the file's owner (CI runs as root).
         pytest.skip("the harness is not root: the program runs as the harness's own user")
     secret = secrets.token_hex(16)
     secret_file = tmp_path / "secret.txt"
@@ -365,8 +556,6 @@ def test_reading_the_parents_files_fails(iso, tmp_path):
 
 
 def test_reading_the_parents_environment_fails(iso, monkeypatch):
-    if iso["uid"] is None and not iso["namespaces"]:
-        pytest.skip("non-root harness without namespaces: /proc/<pid>/environ is readable")
     name, secret = "CODEREASON_SANDBOX_SECRET", secrets.token_hex(16)
     monkeypatch.setenv(name, secret)
     source = ("import os\nseen = [repr(dict(os.environ))]\n"
@@ -388,10 +577,8 @@ def test_reading_the_parents_environment_fails(iso, monkeypatch):
 # --------------------------------------------------------------------------- process attacks
 
 def test_killing_the_parent_fails(iso):
-    if iso["uid"] is None and not iso["namespaces"]:
-        pytest.skip("non-root harness without namespaces: the program may signal the harness")
     bystander_user = {"user": iso["uid"], "group": iso["gid"]} if iso["uid"] is not None else {}
-    bystander = subprocess.Popen(["sleep", "60"], **bystander_user)  # same uid as the program
+    bystander = subprocess.Popen(["sleep", "600"], **bystander_user)  # same uid as the program
     try:
         source = ("import os, signal\nkilled = []\n"
                   f"for pid in (os.getppid(), {os.getpid()}, {os.getppid()}, 1, {bystander.pid}):\n"
@@ -413,8 +600,7 @@ def test_killing_the_parent_fails(iso):
                   "assert killed, 'nothing killed'\n")
         result = run(source)
         assert_failed(result)
-        if iso["namespaces"]:
-            assert bystander.poll() is None, "a process outside the sandbox was killed"
+        assert bystander.poll() is None, "a process outside the sandbox was killed"
     finally:
         bystander.kill()
         bystander.wait()
@@ -437,17 +623,18 @@ DAEMONS = ("import os, subprocess, sys\n"
 @pytest.mark.parametrize("namespaces", [True, False], ids=["isolated", "no-namespaces"])
 @pytest.mark.parametrize("ending", ["exit", "timeout"])
 def test_grandchildren_and_daemons_are_killed(iso, namespaces, ending):
-    """Daemons that left the process group die: PID namespace, else the subreaper supervisor."""
+    """Daemons that left the process group die: PID namespace, else the subreaper supervisor
+    (the degraded mode, run through the opt-out)."""
     marker = f"daemon_marker_{secrets.token_hex(6)}"
     source = DAEMONS % marker + ("import time\ntime.sleep(1000)\n" if ending == "timeout" else "")
-    config = sb.SandboxConfig(timeout_s=2.0, namespaces=namespaces)
+    config = sb.SandboxConfig(timeout_s=2.0, namespaces=namespaces,
+                              unsafe_allow_unisolated=not namespaces)
     before = sandbox_processes(iso["uid"])
-    start = time.monotonic()
     result = run(source, config)
+    # "passed" also says the harness did not wait for the daemons (that would be a timeout).
     assert result.status == ("passed" if ending == "exit" else "timeout"), result
     assert result.stdout == "spawned\n"
-    assert time.monotonic() - start < config.timeout_s + SLACK_S, "the harness waited for them"
-    leftovers = [p for p in sandbox_processes(None) if marker in p[1]]
+    leftovers = wait_gone(lambda: processes_with(marker))
     for pid, _ in leftovers:  # never leave them behind, even when the test fails
         os.kill(pid, 9)
     assert leftovers == []
@@ -457,31 +644,16 @@ def test_grandchildren_and_daemons_are_killed(iso, namespaces, ending):
 # -------------------------------------------------------------------------------- network
 
 def test_sockets_cannot_reach_the_host(iso):
+    """A connection that succeeded would sit in a listening socket's backlog once the program
+    has ended, so the backlogs are read afterwards: nothing to wait for."""
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.bind(("127.0.0.1", 0))
     server.listen(8)
-    server.settimeout(0.1)
     port = server.getsockname()[1]
     unix_name = f"\0codereason_sandbox_test_{secrets.token_hex(6)}"
     unix_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     unix_server.bind(unix_name)
     unix_server.listen(8)
-    unix_server.settimeout(0.1)
-    accepted: list = []
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            for srv in (server, unix_server):
-                try:
-                    conn, _ = srv.accept()
-                except (socket.timeout, OSError):
-                    continue
-                accepted.append(conn.recv(100))
-                conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
     try:
         source = ("import socket\nreached = []\n"
                   f"for family, address in [(socket.AF_INET, ('127.0.0.1', {port})),"
@@ -497,57 +669,91 @@ def test_sockets_cannot_reach_the_host(iso):
                   "assert reached, 'no connection'\n")
         result = run(source)
         assert_failed(result)
-        time.sleep(0.3)
+        accepted = []
+        for srv in (server, unix_server):
+            srv.setblocking(False)
+            try:
+                conn, _ = srv.accept()
+            except BlockingIOError:
+                continue
+            accepted.append(srv.getsockname())
+            conn.close()
         assert accepted == []
     finally:
-        stop.set()
-        thread.join(timeout=5)
         server.close()
         unix_server.close()
-    assert not thread.is_alive()
-
-
-def test_degraded_mode_without_namespaces_warns_and_blocks_sockets(monkeypatch, caplog):
-    monkeypatch.setattr(harness, "_plans", {})
-    config = sb.SandboxConfig(timeout_s=2.0, namespaces=False)
-    with caplog.at_level(logging.WARNING, logger=sb.__name__):
-        report = sb.isolation_report(config)
-    assert not report["namespaces"] and report["network"] == "block"
-    assert any("namespaces disabled" in r.getMessage() for r in caplog.records)
-    assert any("in-process block" in r.getMessage() for r in caplog.records)
-    assert sb.run_program("print('ok')", config).status == "passed"
-    result = sb.run_program("import socket\nsocket.create_connection(('127.0.0.1', 9), 1)\n",
-                            config)
-    assert_failed(result)
-    assert result.exc_type == "PermissionError"
-    with pytest.raises(sb.SandboxUnavailable):
-        sb.isolation_report(sb.SandboxConfig(namespaces=False, require_isolation=True))
-    with pytest.raises(sb.SandboxUnavailable):
-        sb.isolation_report(sb.SandboxConfig(namespaces=False, network="namespace"))
 
 
 # ----------------------------------------------------------------------------- check_many
 
-def test_check_many_keeps_order_and_runs_in_parallel():
-    programs = ["while True: pass\n"] + ["import time\ntime.sleep(0.5)\n"] * 6 + ["assert 0\n"]
-    start = time.monotonic()
-    results = sb.check_many(programs, sb.SandboxConfig(timeout_s=1.5, workers=2))
-    elapsed = time.monotonic() - start
-    assert [r.status for r in results] == ["timeout"] + ["passed"] * 6 + ["failed"]
-    serial = 1.5 + 6 * 0.5  # lower bound of a one-at-a-time run; two workers need about half
-    assert elapsed < serial, elapsed
+def test_check_many_keeps_order():
+    programs = ["while True: pass\n", "print('one')\n", "assert 0\n", "print('three')\n"]
+    results = bounded(sb.check_many, programs, sb.SandboxConfig(timeout_s=1.5, workers=2))
+    assert [r.status for r in results] == ["timeout", "passed", "failed", "passed"]
+    assert [r.stdout for r in results] == ["", "one\n", "", "three\n"]
     assert sb.check_many([], CFG) == []
 
 
-def test_setup_failure_is_an_error_not_a_pass_or_fail(iso, monkeypatch):
-    if not iso["namespaces"]:
-        pytest.skip("needs the namespace set-up path")
+def _markers(token: str) -> set[str]:
+    """Marker files in the private working directories of running sandboxed programs (the host
+    sees them through /proc/<pid>/cwd)."""
+    found = set()
+    for pid, cmdline in sandbox_processes(None):
+        if "runner.py" in cmdline:
+            try:
+                found.update(n for n in os.listdir(f"/proc/{pid}/cwd") if n.startswith(token))
+            except OSError:  # ended meanwhile
+                pass
+    return found
+
+
+def test_check_many_runs_programs_in_parallel():
+    """Each program leaves a marker and waits for a go file, which the test creates only when
+    it has seen `workers` markers at once: a serial check_many never gets it (and then fails
+    here after BOUND_S)."""
+    workers, token = 2, f"marker_{secrets.token_hex(6)}"
+    go_dir = Path(tempfile.mkdtemp(prefix="sandbox_go_", dir="/tmp"))
+    go_dir.chmod(0o755)
+    go = go_dir / "go"
+    programs = [f"import os, time\nopen('{token}_{i}', 'w').close()\n"
+                f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.01)\nprint({i})\n"
+                for i in range(2 * workers)]
+    config = sb.SandboxConfig(timeout_s=BOUND_S + 30, workers=workers)
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.update(results=sb.check_many(programs, config)),
+                              daemon=True)
+    most = 0
+    thread.start()
+    try:
+        deadline = time.monotonic() + BOUND_S
+        while thread.is_alive() and time.monotonic() < deadline:
+            most = max(most, len(_markers(token)))
+            if most >= workers:
+                go.touch()
+            time.sleep(0.01)
+    finally:
+        go.touch()  # never leave the programs waiting
+        thread.join(BOUND_S)
+        shutil.rmtree(go_dir)
+    assert not thread.is_alive()
+    assert most == workers  # all workers' programs ran at once, and never more
+    assert [r.stdout for r in box["results"]] == [f"{i}\n" for i in range(2 * workers)]
+
+
+@pytest.mark.parametrize("failure,detail", [("expose", "FileNotFoundError"),
+                                            ("unshare", "unshare: Operation not permitted")])
+def test_setup_failure_is_an_error_not_a_pass_or_fail(iso, monkeypatch, failure, detail):
+    """A set-up step that fails after a good probe (a broken plan, namespaces refused from now
+    on) is an error, never a silent downgrade to an unisolated run."""
     plan = harness._plan_for(CFG)
-    broken = dataclasses.replace(plan, expose=("/nonexistent_sandbox_dir",))
-    monkeypatch.setattr(harness, "_plan_for", lambda config: broken)
+    if failure == "expose":
+        plan = dataclasses.replace(plan, expose=("/nonexistent_sandbox_dir",))
+    else:
+        monkeypatch.setattr(launch, "SIMULATE_FAILURES", ("unshare",))
+    monkeypatch.setattr(harness, "_plan_for", lambda config: plan)
     result = sb.run_program("print('never runs')", CFG)
     assert result.status == "error" and "sandbox setup failed" in result.detail, result
-    assert result.stdout == ""
+    assert detail in result.detail and result.stdout == ""
 
 
 # ----------------------------------------------------------------------------------- MBPP
@@ -582,7 +788,7 @@ def test_mbpp_completion_cannot_skip_the_tests(completion):
 
 
 def _load_mbpp() -> tuple[list[dict], list[dict]]:
-    if not MBPP_DIR.is_dir():
+    if not MBPP_DIR.is_dir():  # the data set is not part of the checkout (a machine condition)
         pytest.skip(f"{MBPP_DIR} is absent")
     sanitized = json.loads((MBPP_DIR / "sanitized-mbpp.json").read_text())
     with open(MBPP_DIR / "mbpp.jsonl") as f:
@@ -877,7 +1083,6 @@ def test_mbpp_time_limits_are_timeouts():
     loop = sb.mbpp_program("def add(a, b):\n    while True:\n        pass\n", ADD_TESTS)
     result = run(loop)
     assert result.status == "timeout" and "wall clock" in result.detail, result
-    config = sb.SandboxConfig(timeout_s=10.0, cpu_seconds=1)
+    config = sb.SandboxConfig(timeout_s=30.0, cpu_seconds=1)
     result = run(loop, config)
-    assert result.status == "timeout" and "CPU" in result.detail, result
-    assert result.duration_s < config.timeout_s
+    assert result.status == "timeout" and "CPU" in result.detail, result  # not the wall clock

@@ -79,9 +79,18 @@ object compares by identity (so an "always equal" object fails). A non-root harn
 namespaces runs the worker as the harness's own user, which can read the bootstrap's memory (so
 the tests) and rewrite the runner's files for later runs (see the degraded modes below).
 
-Degraded modes (always logged with ``logging.warning``; ``SandboxConfig(require_isolation=True)``
-turns them into :class:`SandboxUnavailable`)
----------------------------------------------------------------------------------------------
+Fail closed, and the degraded modes
+-----------------------------------
+Where the probe finds any of the isolation below missing (the isolation report's ``warnings``:
+no namespaces, no read-only root, no fresh ``/proc``, ``namespaces=False``, a non-root harness
+without a user namespace), :func:`run_program`, :func:`check_many` and :func:`check_isolation`
+refuse to run untrusted code: :class:`SandboxUnavailable` (a ``cli.UserError``, so a command line
+prints one ``error:`` line naming what is missing and exits 2). The only way past it is an
+explicit opt-out, ``SandboxConfig(unsafe_allow_unisolated=True)`` or the environment variable
+``CODEREASON_SANDBOX_UNSAFE_ALLOW_UNISOLATED=1`` (exactly ``1``), and each run under it prints a
+``WARNING: UNSAFE`` line to stderr; ``require_isolation=True`` refuses even then. The degraded
+modes that the opt-out allows (each also logged at ``INFO`` when probed):
+
 * No namespaces (``unshare`` refused: a container's seccomp profile, unprivileged user namespaces
   disabled, ``ctypes`` missing): no mount, PID or network isolation. The network falls back to an
   in-process block of the ``socket`` module, which ``ctypes`` can bypass. The program can write to
@@ -110,9 +119,11 @@ points), ``launch`` (one run from the harness's side), ``bootstrap`` (isolation,
 
 from __future__ import annotations
 
-from .config import STATUSES, ExecutionResult, SandboxConfig, SandboxUnavailable
-from .harness import check_many, isolation_report, run_program
+from .config import STATUSES, UNSAFE_ENV, ExecutionResult, SandboxConfig, SandboxUnavailable
+from .harness import check_isolation, check_many, isolation_report, run_program, \
+    unisolated_allowed
 from .mbpp import mbpp_program
 
-__all__ = ["STATUSES", "ExecutionResult", "SandboxConfig", "SandboxUnavailable", "check_many",
-           "isolation_report", "mbpp_program", "run_program"]
+__all__ = ["STATUSES", "UNSAFE_ENV", "ExecutionResult", "SandboxConfig", "SandboxUnavailable",
+           "check_isolation", "check_many", "isolation_report", "mbpp_program", "run_program",
+           "unisolated_allowed"]

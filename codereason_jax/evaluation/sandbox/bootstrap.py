@@ -6,6 +6,7 @@ interpreter may be the system ``python3`` rather than the harness's.
 """
 
 import ctypes
+import errno
 import json
 import os
 import signal
@@ -38,6 +39,13 @@ def die(msg):
         emit({"setup_error": msg[:2000]})
     finally:
         os._exit(SETUP_FAILED)
+
+
+def simulate_failure(step, what):
+    """The test hook (``launch.SIMULATE_FAILURES``): fail `step` as a kernel refusing it would."""
+    if step in spec.get("simulate_failures", ()):
+        raise OSError(errno.EPERM, "%s: Operation not permitted (simulated by a test hook)"
+                      % what)
 
 
 def check(rc, what):
@@ -81,6 +89,7 @@ def unescape(field):  # mountinfo escapes space, tab, newline and backslash as \
 
 
 def read_only_root():
+    simulate_failure("read_only", "could not make / read-only")
     attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
     if not spec.get("force_remount_loop"):
         rc = libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), b"/",
@@ -157,6 +166,7 @@ def unshare():
     uid, gid = os.getuid(), os.getgid()
     if not is_root:
         flags |= CLONE_NEWUSER
+    simulate_failure("unshare", "unshare")
     check(libc.unshare(ctypes.c_int(flags)), "unshare")
     if not is_root:
         with open("/proc/self/setgroups", "w") as f:
@@ -289,6 +299,7 @@ def supervise(nproc_base):
         prctl(PR_SET_CHILD_SUBREAPER, 1)
         if report.get("namespaces"):
             try:
+                simulate_failure("proc", "mount proc on /proc")
                 mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
                 report["proc_mounted"] = True
             except OSError as err:

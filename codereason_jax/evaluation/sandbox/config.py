@@ -5,15 +5,21 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from codereason_jax.cli import UserError
+
 STATUSES = ("passed", "failed", "timeout", "error")
 SETUP_FAILED = 125  # exit code of the bootstrap when the sandbox could not be set up
 MAX_MESSAGE = 1000  # characters kept of an exception message / error detail
 DEFAULT_ENV_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Set to exactly "1" to run untrusted code although the sandbox cannot isolate it (the opt-out
+# of SandboxConfig.unsafe_allow_unisolated for command lines); every use is warned on stderr.
+UNSAFE_ENV = "CODEREASON_SANDBOX_UNSAFE_ALLOW_UNISOLATED"
 
 
-
-class SandboxUnavailable(RuntimeError):
-    """The sandbox cannot run programs with the isolation the configuration asks for."""
+class SandboxUnavailable(UserError, RuntimeError):
+    """The sandbox cannot run programs with the isolation they need (or the configuration asks
+    for). A :class:`~codereason_jax.cli.UserError`: a command line prints one ``error:`` line
+    naming what is missing and exits 2."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,10 +29,17 @@ class SandboxConfig:
     ``network``: ``"auto"`` (network namespace, else an in-process socket block with a warning),
     ``"namespace"`` (namespace or :class:`SandboxUnavailable`), ``"block"`` (in-process block
     only) or ``"none"`` (no restriction, warned). ``namespaces=False`` skips all namespaces (for
-    debugging, and to test the degraded mode). ``user`` is the account the program runs as when
-    the harness is root (name or uid). ``python`` is the interpreter for the program; by default
-    the harness's own base interpreter (made reachable for ``user`` if needed), else
-    ``python3`` on the standard path.
+    debugging, and to test the degraded mode; refused without the opt-out below). ``user`` is
+    the account the program runs as when the harness is root (name or uid). ``python`` is the
+    interpreter for the program; by default the harness's own base interpreter (made reachable
+    for ``user`` if needed), else ``python3`` on the standard path.
+
+    Fail closed: where the isolation report has warnings (no namespaces, no read-only root, no
+    fresh ``/proc``, ``namespaces=False``, ...) the sandbox refuses to run programs
+    (:class:`SandboxUnavailable`) unless ``unsafe_allow_unisolated`` is True or the environment
+    sets ``CODEREASON_SANDBOX_UNSAFE_ALLOW_UNISOLATED=1``; every run under that opt-out prints a
+    warning to stderr. ``require_isolation`` refuses even then (and makes
+    :func:`isolation_report` raise).
     """
 
     timeout_s: float = 10.0
@@ -44,6 +57,8 @@ class SandboxConfig:
     python: str | None = None
     require_isolation: bool = False
     tmp_root: str | None = None  # where the per-run host temp dirs go (default: tempfile's)
+    # UNSAFE: run untrusted code even where the sandbox cannot isolate it (see above).
+    unsafe_allow_unisolated: bool = False
 
     def __post_init__(self) -> None:
         if self.network not in ("auto", "namespace", "block", "none"):

@@ -1,8 +1,10 @@
 """The harness: probe what isolation this machine allows, then run programs in the sandbox.
 
-The public entry points (:func:`run_program`, :func:`check_many`, :func:`isolation_report`) are
-re-exported by the package. A probe program is run once per configuration to pick the
-interpreter and find which isolation works; degraded modes are logged (see the package docs).
+The public entry points (:func:`run_program`, :func:`check_many`, :func:`isolation_report`,
+:func:`check_isolation`) are re-exported by the package. A probe program (our own, trusted) is
+run once per configuration to pick the interpreter and find which isolation works. Degraded
+modes are logged, and untrusted programs are refused on them unless the caller opts out
+(``SandboxConfig.unsafe_allow_unisolated`` or ``CODEREASON_SANDBOX_UNSAFE_ALLOW_UNISOLATED=1``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import sys
 from typing import Sequence
 
 from . import launch
-from .config import DEFAULT_ENV_PATH, MAX_MESSAGE, ExecutionResult, Plan, SandboxConfig, \
-    SandboxUnavailable
+from .config import DEFAULT_ENV_PATH, MAX_MESSAGE, UNSAFE_ENV, ExecutionResult, Plan, \
+    SandboxConfig, SandboxUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +130,8 @@ def _finish_plan(config: SandboxConfig, trial: Plan, setup: dict, failures: list
                             "module, which ctypes or a subprocess can bypass")
     if config.network == "none" and not namespaces:
         warnings.append("network='none': programs may use the network")
-    if config.require_isolation and warnings:
-        raise SandboxUnavailable("sandbox isolation incomplete: " + "; ".join(warnings))
-    for warning in warnings:
-        logger.warning("sandbox isolation degraded: %s", warning)
+    for warning in warnings:  # the refusal (or the opt-out's warning) says it on every use
+        logger.info("sandbox isolation degraded: %s", warning)
     logger.info("sandbox: interpreter %s, uid %s, namespaces %s", trial.python, trial.uid,
                 namespaces)
     return dataclasses.replace(trial, namespaces=namespaces,
@@ -142,8 +142,8 @@ def _finish_plan(config: SandboxConfig, trial: Plan, setup: dict, failures: list
 
 
 def _plan_for(config: SandboxConfig) -> Plan:
-    key = (config.python, config.namespaces, config.network, config.user,
-           config.require_isolation, config.tmp_root, os.geteuid())
+    key = (config.python, config.namespaces, config.network, config.user, config.tmp_root,
+           os.geteuid(), launch.SIMULATE_FAILURES)
     with launch.lock:
         plan = _plans.get(key)
     if plan is None:
@@ -153,9 +153,49 @@ def _plan_for(config: SandboxConfig) -> Plan:
     return plan
 
 
+def unisolated_allowed(config: SandboxConfig) -> bool:
+    """Whether the caller opted out of the refusal to run untrusted code unisolated.
+
+    Only ``SandboxConfig(unsafe_allow_unisolated=True)`` or the environment variable set to
+    exactly ``1`` count (``true``, ``yes`` and the like do not: it must not happen by accident);
+    ``require_isolation`` overrides both.
+    """
+    if config.require_isolation:
+        return False
+    return config.unsafe_allow_unisolated or os.environ.get(UNSAFE_ENV, "") == "1"
+
+
+def _admit(config: SandboxConfig, plan: Plan) -> None:
+    """Fail closed: refuse untrusted code when the plan has warnings, unless opted out (then
+    warn on stderr, every time, where no logging configuration can hide it)."""
+    if not plan.warnings:
+        return
+    missing = "; ".join(plan.warnings)
+    if not unisolated_allowed(config):
+        fix = ("drop SandboxConfig(namespaces=False)" if not config.namespaces else
+               "fix the machine (run the harness as root, or allow user and mount namespaces: "
+               "a container without a seccomp profile that blocks unshare, "
+               "kernel.unprivileged_userns_clone=1)")
+        how = ("require_isolation=True ignores the opt-out" if config.require_isolation else
+               f"{fix}, or, only on a machine you can afford to lose, set {UNSAFE_ENV}=1 "
+               "(SandboxConfig(unsafe_allow_unisolated=True))")
+        raise SandboxUnavailable(
+            f"refusing to run untrusted code: the sandbox cannot isolate it on this machine: "
+            f"{missing}. To run it anyway, {how}.")
+    print(f"WARNING: UNSAFE: running untrusted code WITHOUT full sandbox isolation "
+          f"({UNSAFE_ENV} / unsafe_allow_unisolated): {missing}", file=sys.stderr, flush=True)
+
+
 def isolation_report(config: SandboxConfig | None = None) -> dict:
-    """What the sandbox does on this machine for `config` (probes once, then cached)."""
-    plan = _plan_for(config or SandboxConfig())
+    """What the sandbox does on this machine for `config` (probes once, then cached).
+
+    Reports, never refuses (``warnings`` says what is missing; a non-empty list means programs
+    are refused without the opt-out), except with ``require_isolation``, which raises.
+    """
+    config = config or SandboxConfig()
+    plan = _plan_for(config)
+    if config.require_isolation and plan.warnings:
+        raise SandboxUnavailable("sandbox isolation incomplete: " + "; ".join(plan.warnings))
     return {"python": plan.python, "exposed": list(plan.expose), "uid": plan.uid,
             "gid": plan.gid, "namespaces": plan.namespaces,
             "user_namespace": plan.user_namespace, "proc_mounted": plan.proc_mounted,
@@ -166,14 +206,30 @@ def isolation_report(config: SandboxConfig | None = None) -> dict:
             "warnings": list(plan.warnings)}
 
 
+def check_isolation(config: SandboxConfig | None = None) -> dict:
+    """The isolation report, or :class:`SandboxUnavailable` where programs would be refused.
+
+    For command lines that will run generated code: fail before expensive work (loading a
+    model), with the same message :func:`check_many` would give.
+    """
+    config = config or SandboxConfig()
+    _admit(config, _plan_for(config))
+    return isolation_report(config)
+
+
 def run_program(source: str, config: SandboxConfig | None = None) -> ExecutionResult:
     """Run `source` as ``__main__`` of a fresh interpreter in the sandbox (see module docs).
 
-    Raises :class:`SandboxUnavailable` when the sandbox cannot run at all (or, with
-    ``require_isolation``, not fully isolated); per-run setup problems give status ``error``.
+    Raises :class:`SandboxUnavailable` when the sandbox cannot run at all, or cannot isolate
+    the program and the caller did not opt out; per-run setup problems give status ``error``.
     """
     config = config or SandboxConfig()
     plan = _plan_for(config)
+    _admit(config, plan)
+    return _run(source, config, plan)
+
+
+def _run(source: str, config: SandboxConfig, plan: Plan) -> ExecutionResult:
     try:
         return launch.run_once(source, config, plan, required=True)[0]
     except OSError as err:  # e.g. no fds or processes left in the harness itself
@@ -188,13 +244,14 @@ def check_many(programs: Sequence[str], config: SandboxConfig | None = None) -> 
     process limit because of a concurrent fork bomb) are retried once, one at a time.
     """
     config = config or SandboxConfig()
-    _plan_for(config)  # probe (and warn) once, before the threads start
+    plan = _plan_for(config)  # probe once, before the threads start
     if not programs:
         return []
+    _admit(config, plan)  # refused (or warned about) once for the whole batch
     with concurrent.futures.ThreadPoolExecutor(max_workers=config.workers,
                                                thread_name_prefix="sandbox") as pool:
-        results = list(pool.map(lambda p: run_program(p, config), programs))
+        results = list(pool.map(lambda p: _run(p, config, plan), programs))
     for i, result in enumerate(results):
         if result.status == "error":
-            results[i] = run_program(programs[i], config)
+            results[i] = _run(programs[i], config, plan)
     return results

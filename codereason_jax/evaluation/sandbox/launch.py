@@ -28,6 +28,10 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 BOOTSTRAP = os.path.join(_HERE, "bootstrap.py")
 SUPPORT_FILES = ("runner.py", "worker.py", "wire.py")  # copied into the sandbox
 FORCE_REMOUNT_LOOP = False  # tests: exercise the pre-5.12 read-only fallback
+# Tests: isolation steps the bootstrap fails as a kernel or container without them would
+# ("unshare", "read_only", "proc"), so the refusal to run unisolated is tested on a machine
+# that has the isolation. Empty outside tests.
+SIMULATE_FAILURES: tuple[str, ...] = ()
 
 lock = threading.Lock()
 _base_dirs: dict[str, str] = {}
@@ -136,6 +140,7 @@ def run_once(source: str, config: SandboxConfig, plan: Plan, *, required: bool) 
             "disk_bytes": config.max_disk_bytes, "python": plan.python, "argv": argv, "env": env,
             "backstop_s": math.ceil(config.timeout_s) + 5,
             "force_remount_loop": FORCE_REMOUNT_LOOP,
+            "simulate_failures": list(SIMULATE_FAILURES),
             "limits": {"as": config.memory_bytes, "cpu": config.cpu_limit,
                        "fsize": config.max_file_bytes, "nofile": config.max_open_files,
                        "nproc": config.max_processes}}
