@@ -1,9 +1,10 @@
 """Benchmarks: training step (tokens/s, step time, MFU, peak RSS), a PyTorch peer, the input
-pipeline, and evaluation (multiple choice, generation with and without the KV cache).
+pipeline and its resume cost, and evaluation (multiple choice, generation with and without the KV cache).
 
     python -m codereason_jax.bench --suite=train --config=25m
     python -m codereason_jax.bench --suite=peer --config=25m --repeats=5
     python -m codereason_jax.bench --suite=pipeline
+    python -m codereason_jax.bench --suite=resume
     python -m codereason_jax.bench --suite=eval --config=tiny
     python -m codereason_jax.bench --suite=all --json_out=bench.json
     python -m codereason_jax.bench --suite=train --config=350m --batch_size=32 --seq_len=1024
@@ -39,7 +40,7 @@ from typing import Any, Sequence
 from codereason_jax import cli
 from codereason_jax.benchmarks.results import echo, format_rows, write_json
 
-SUITES = ("train", "peer", "pipeline", "eval", "all")
+SUITES = ("train", "peer", "pipeline", "resume", "eval", "all")
 
 
 def _bool_or_auto(value: str) -> str | bool:
@@ -89,6 +90,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pipeline_steps", type=int, default=20)
     p.add_argument("--pipeline_batch", type=int, default=32)
     p.add_argument("--pipeline_seq_len", type=int, default=1024)
+    p.add_argument("--store_dir", default=None,
+                   help="pipeline/resume: the row store to prepare or reuse (default: in the "
+                        "cache directory)")
+    p.add_argument("--resume_stream_rows", type=int, default=200_000,
+                   help="resume: estimate the streaming path's resume beyond this many rows "
+                        "to skip (from its per-row rate at step 1,000)")
     p.add_argument("--mc_questions", type=int, default=64)
     p.add_argument("--gen_batch", type=int, default=1)
     p.add_argument("--gen_tokens", type=int, default=512)
@@ -182,6 +189,13 @@ def suite_pipeline(args: argparse.Namespace) -> list[dict[str, Any]]:
     return pipeline.suite_pipeline(args)
 
 
+def suite_resume(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The resume suite (codereason_jax.benchmarks.resume)."""
+    from codereason_jax.benchmarks import resume
+
+    return resume.suite_resume(args)
+
+
 def suite_eval(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The evaluation suite (codereason_jax.benchmarks.evaluation)."""
     from codereason_jax.benchmarks import evaluation
@@ -196,7 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
          f"jax {machine['jax']}, load {machine['load_average']}")
     results: list[dict[str, Any]] = []
     suites = {"train": suite_train, "peer": suite_peer, "pipeline": suite_pipeline,
-              "eval": suite_eval}
+              "resume": suite_resume, "eval": suite_eval}
     for suite in args.suites:
         results += suites[suite](args)
     payload = {"command": "python -m codereason_jax.bench " + " ".join(sys.argv[1:]),

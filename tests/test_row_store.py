@@ -356,3 +356,32 @@ def test_the_trainer_reads_the_store_records_it_and_refuses_a_switch(store, tmp_
     assert wrong.stderr.strip().splitlines()[-1].startswith(
         f"error: the row store {store} does not match this run: sequence_length: store 64, "
         "run 32.")
+
+
+# ---------------------------------------------------------------------------- benchmarks
+
+def test_the_resume_and_pipeline_benchmarks_print_their_lines(store, capsys):
+    from codereason_jax import bench
+    from codereason_jax.benchmarks import pipeline, resume
+
+    args = bench.parse_args(["--suite=resume", "--pipeline_seq_len=64", "--pipeline_batch=8",
+                             "--pipeline_steps=2", f"--store_dir={store}",
+                             "--resume_stream_rows=20000"])
+    rows = resume.suite_resume(args)
+    out = capsys.readouterr().out
+    by_path = {(r["path"], r["step"]): r for r in rows if r["kind"] == "resume"}
+    assert set(by_path) == {(p, s) for p in ("store", "stream") for s in resume.RESUME_STEPS}
+    assert not by_path[("stream", 1000)]["estimated"] and by_path[("stream", 10**6)]["estimated"]
+    assert not by_path[("store", 10**6)]["estimated"]
+    assert by_path[("store", 10**6)]["rows_skipped"] == 8 * 10**6
+    for step in resume.RESUME_STEPS:
+        assert f"resume step={step}: first batch " in out
+    store_row = rows[0]
+    sources = _manifest(store)["sources"].values()
+    assert store_row["kind"] == "store" and store_row["bytes_per_token"] == pytest.approx(
+        sum(s["bytes"] for s in sources) / sum(s["real_tokens"] for s in sources))
+
+    # Host 0 of 16 reads 1/16 of the rows of each batch on the store path, all of them on the
+    # streaming path (it packs the global batch and keeps its slice).
+    mine = pipeline.measure_store(PRETRAIN, store, LENGTH, 64, 2, 0, 16)
+    assert mine["records_read"] == 3 * 64 // 16

@@ -90,9 +90,19 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
                              f"{r['speedup_vs_best_peer']:.2f}x tokens/s"
                              + (f", {r['cpu_time_ratio_vs_best_peer']:.2f}x per CPU-s"
                                 if "cpu_time_ratio_vs_best_peer" in r else ""))
+        elif suite == "resume" and r.get("kind") == "store":
+            lines.append(f"  resume   row store: {r['tokens']:,} tokens, {r['bytes'] / 2**20:.1f} "
+                         f"MiB, {r['bytes_per_token']:.2f} bytes/token; prepared at "
+                         f"{_fmt(r['prepare_tokens_per_s_per_worker'])} tokens/s per worker")
+        elif suite == "resume":
+            lines.append(f"  resume step={r['step']}: first batch "
+                         f"{'~' if r['estimated'] else ''}{r['first_batch_s']:.3f} s "
+                         f"({r['path']}{', estimated from the consumed prefix' if r['estimated'] else ''}; "
+                         f"{r['rows_skipped']:,} rows before it)")
         elif suite == "pipeline":
-            lines.append(f"  pipeline {r['mixture']} hosts={r['host_count']}: "
-                         f"{_fmt(r['real_tokens_per_s'])} packed tok/s (fill {r['fill']:.2f}) "
+            lines.append(f"  pipeline {r.get('path', 'stream')} {r['mixture']} "
+                         f"hosts={r['host_count']}: "
+                         f"{_fmt(r['real_tokens_per_s'])} packed tok/s/host (fill {r['fill']:.2f}) "
                          f"| need {_fmt(r['need_tokens_per_s_per_host'])} tok/s/host | "
                          f"headroom {r['headroom']:.1f}x "
                          f"{'OK' if r['headroom_ok'] else 'BELOW 3x'}")
