@@ -13,7 +13,9 @@ import pytest
 
 from codereason_jax import bench, train_metrics
 from codereason_jax.benchmarks import configs, evaluation, pipeline, timing, torch_peer
-from codereason_jax.model import PanGuConfig, PanGuDecoder
+from codereason_jax.model import PanGuConfig, PanGuDecoder, decoding
+import numpy_reference
+from numpy_reference import PAPER_CONTEXT, PAPER_SHAPES, PAPER_VOCAB, param_count
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAVY = ("tensorflow", "seqio", "gin", "torch", "orbax", "t5", "sentencepiece")
@@ -76,12 +78,33 @@ def test_options_resolve_per_backend():
     assert gpu == {"dtype": "bfloat16", "attention": "auto", "scan_layers": True,
                    "block_barrier": False, "head_vjp": False, "remat_policy": "dots"}
     config = configs.build_config("350m", gpu)
-    assert config.num_params() == 345_368_576
+    layers, d, _ = PAPER_SHAPES["pangu_350m"]
+    assert config.num_params() == param_count(PAPER_VOCAB, PAPER_CONTEXT, layers, d)
 
 
-def _loss_and_grads(config, tokens, segment_ids=None):
+# Factors on the 0.01-scale init that make attention far from uniform and the context matter:
+# at the init every query sees about 1/T of each key and greedy decoding mostly repeats a token,
+# so a comparison of two attention paths, or of cached and uncached decoding, could not fail.
+SHARPEN = {"query": 30.0, "key": 30.0, "value": 30.0, "output": 30.0,
+           "top_query_embeddings": 30.0, "word_embeddings": 10.0}
+
+
+def sharpened(params):
+    """params with the attention kernels and embeddings scaled by SHARPEN (stacked or not)."""
+    def scale(path, x):
+        names = [getattr(k, "key", str(k)) for k in path]
+        if names[-1] == "kernel" and names[-2] in SHARPEN:
+            return x * SHARPEN[names[-2]]
+        return x * SHARPEN.get(names[-1], 1.0)
+
+    return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def _loss_and_grads(config, tokens, segment_ids=None, sharpen=False):
     model = PanGuDecoder(config)
     params = model.init(jax.random.key(0), tokens)["params"]
+    if sharpen:
+        params = sharpened(params)
 
     def loss(p):
         logits = model.apply({"params": p}, tokens, segment_ids=segment_ids)
@@ -91,29 +114,55 @@ def _loss_and_grads(config, tokens, segment_ids=None):
     return value, logits, grads
 
 
-@pytest.mark.parametrize("changes,exact", [
-    ({"block_barrier": True}, False),  # the identity is exact; XLA's fusion choices move
-                                        # the rounding of the gradient
-    ({"head_vjp": True}, False),
-    ({"attention": "xla"}, False),
-    ({"attention": "auto"}, False),  # xla on CPU
-    ({"attention": "xla", "scan_layers": True, "block_barrier": True}, False),
+def _names(tree):
+    return ["/".join(str(getattr(k, "key", k)) for k in path)
+            for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
+
+
+@pytest.mark.parametrize("changes", [
+    {"block_barrier": True},  # an identity, but XLA's fusion choices move the gradient's rounding
+    {"head_vjp": True},
+    {"attention": "xla"},
+    {"attention": "auto"},  # xla on CPU
+    {"attention": "xla", "scan_layers": True, "block_barrier": True},
 ])
 @pytest.mark.parametrize("packed", [False, True])
-def test_speed_options_match_the_reference(tiny_config, changes, exact, packed):
+def test_speed_options_match_the_reference(tiny_config, changes, packed):
+    """Equal up to rounding, on weights where attention is sharp (a fused path that dropped the
+    document mask or the causal mask would move the logits far beyond the tolerance)."""
     tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, tiny_config.vocab_size)
     segments = jnp.array([[1] * 9 + [2] * 7, [1] * 16]) if packed else None
     # Scanned params are stacked (and initialised differently): compare with the scanned
     # reference then.
     reference = PanGuConfig(**{**tiny_config.__dict__,
                                "scan_layers": changes.get("scan_layers", False)})
-    ref = _loss_and_grads(reference, tokens, segments)
-    new = _loss_and_grads(PanGuConfig(**{**tiny_config.__dict__, **changes}), tokens, segments)
-    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref)):
-        if exact:
-            np.testing.assert_array_equal(a, b)
-        else:
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    ref = _loss_and_grads(reference, tokens, segments, sharpen=True)
+    new = _loss_and_grads(PanGuConfig(**{**tiny_config.__dict__, **changes}), tokens, segments,
+                          sharpen=True)
+    (loss_new, logits_new, grads_new), (loss_ref, logits_ref, grads_ref) = new, ref
+    assert float(loss_new) == pytest.approx(float(loss_ref), rel=1e-5)
+    np.testing.assert_allclose(logits_new, logits_ref, rtol=1e-4,
+                               atol=1e-5 * float(np.max(np.abs(logits_ref))))
+    # Gradients against the largest one (the key bias's is zero up to rounding: softmax does
+    # not see a constant added to every score).
+    scale = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(grads_ref))
+    for name, a, b in zip(_names(grads_ref), jax.tree.leaves(grads_new),
+                          jax.tree.leaves(grads_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * scale, err_msg=name)
+
+
+def test_speed_option_comparison_has_power(tiny_config):
+    """The comparison above would fail for an attention path that ignored the document mask:
+    on the sharpened weights, the same tokens as one document or two give logits that differ
+    far beyond its tolerance (at the plain init they differ by much less)."""
+    tokens = jax.random.randint(jax.random.key(1), (1, 16), 0, tiny_config.vocab_size)
+    one = jnp.ones((1, 16), jnp.int32)
+    two = jnp.array([[1] * 9 + [2] * 7])
+    _, joined, _ = _loss_and_grads(tiny_config, tokens, one, sharpen=True)
+    _, split, _ = _loss_and_grads(tiny_config, tokens, two, sharpen=True)
+    scale = float(np.max(np.abs(joined)))
+    assert float(np.max(np.abs(joined[:, 9:] - split[:, 9:]))) > 1e-2 * scale
+    np.testing.assert_array_equal(joined[:, :9], split[:, :9])  # causal: the first 9 agree
 
 
 def test_head_vjp_in_bf16_rounds_only_the_logit_gradient(tiny_config):
@@ -138,21 +187,83 @@ def test_fused_attention_falls_back_to_einsum_under_dropout(tiny_config):
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
-def test_generation_with_cache_equals_without():
+def _micro_sharpened():
     config = configs.build_config("micro", {})
-    result = evaluation.generation(config, batch_size=2, prompt_len=5, new_tokens=12)
-    assert result["same_tokens"] is True
+    assert config.dtype == config.param_dtype == "float32"
+    return config, PanGuDecoder(config), sharpened(evaluation.init_params(PanGuDecoder(config)))
+
+
+def test_sharpened_micro_weights_attend_far_from_uniformly():
+    """What makes the cache tests below able to fail: in every layer the last position puts
+    several times the uniform weight 1/T on its strongest key, and the next-token argmax
+    changes along the sequence (the NumPy reference's attention maps and logits)."""
+    config, _, params = _micro_sharpened()
+    length = 17
+    tokens = np.random.default_rng(0).integers(1, config.vocab_size, length)
+    maps = []
+    logits = numpy_reference.forward(jax.device_get(params), config, tokens, np.arange(length),
+                                     np.ones(length, np.int32), maps)
+    assert len(maps) == config.num_layers
+    strongest = [float(m[:, -1, :].max(-1).mean()) for m in maps]
+    assert min(strongest) > 2.5 / length, strongest
+    assert max(strongest) > 0.4, strongest
+    assert len(set(logits.argmax(-1).tolist())) >= 3
+
+
+def _greedy_with_cache(model, params, prompts, new_tokens, corrupt=None):
+    """Greedy decoding through decoding.extend; ``corrupt`` may rewrite the cache after the
+    prompt pass (to show that a wrong cache changes the tokens)."""
+    batch, prompt_len = prompts.shape
+    cache = decoding.init_cache(model, params, batch, prompt_len + new_tokens)
+    logits, cache = decoding.extend(model, params, cache, jnp.asarray(prompts),
+                                    jnp.broadcast_to(jnp.arange(prompt_len), prompts.shape))
+    if corrupt is not None:
+        cache = corrupt(cache)
+    out = []
+    for i in range(new_tokens):
+        token = jnp.argmax(logits[:, -1], -1).astype(jnp.int32)
+        out.append(np.asarray(token))
+        logits, cache = decoding.extend(model, params, cache, token[:, None],
+                                        jnp.full((batch, 1), prompt_len + i, jnp.int32))
+    return np.stack(out, 1)
+
+
+def test_generation_with_cache_equals_without():
+    """Token for token in float32, on weights where the context decides the next token."""
+    config, model, params = _micro_sharpened()
+    result = evaluation.generation(config, params=params, batch_size=2, prompt_len=5,
+                                   new_tokens=12)
+    assert result["same_tokens"] is True and result["tokens_agree_fraction"] == 1.0
     assert result["cache_tokens_per_s"] > 0 and result["no_cache_tokens_per_s"] > 0
     assert result["cache_speedup"] > 0
+    prompts = np.random.default_rng(0).integers(1, config.vocab_size, (2, 5)).astype(np.int32)
+    uncached = evaluation.generate_without_cache(model, params, prompts, 12)
+    np.testing.assert_array_equal(_greedy_with_cache(model, params, prompts, 12), uncached)
+    assert all(len(set(row.tolist())) >= 3 for row in uncached)  # not one repeated token
+
+
+def test_a_wrong_cache_would_be_caught():
+    """The comparison has power: the prompt's cached keys and values reversed in time give
+    other tokens than the uncached loop (at the plain init they would not)."""
+    config, model, params = _micro_sharpened()
+    prompts = np.random.default_rng(0).integers(1, config.vocab_size, (2, 5)).astype(np.int32)
+    uncached = evaluation.generate_without_cache(model, params, prompts, 12)
+
+    def reverse_in_time(cache):
+        return jax.tree.map(lambda c: jnp.flip(c, 1) if c.dtype == jnp.float32 else c, cache)
+
+    wrong = _greedy_with_cache(model, params, prompts, 12, corrupt=reverse_in_time)
+    assert np.mean(wrong == uncached) < 0.75
 
 
 def test_generation_loop_on_device_with_cache_equals_without():
-    config = configs.build_config("micro", {})
-    result = evaluation.generation_on_device(config, batch_size=2, prompt_len=5, new_tokens=12)
+    config, _, params = _micro_sharpened()
+    result = evaluation.generation_on_device(config, params=params, batch_size=2, prompt_len=5,
+                                             new_tokens=12)
     assert result["same_tokens"] is True
     assert result["cache_tokens_per_s"] > 0 and result["no_cache_tokens_per_s"] > 0
-    host = evaluation.generation(config, batch_size=2, prompt_len=5, new_tokens=12,
-                                 with_no_cache=False)
+    host = evaluation.generation(config, params=params, batch_size=2, prompt_len=5,
+                                 new_tokens=12, with_no_cache=False)
     assert "no_cache_tokens_per_s" not in host and host["cache_tokens_per_s"] > 0
 
 

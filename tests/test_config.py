@@ -9,6 +9,8 @@ import pytest
 from codereason_jax import gin_utils
 from codereason_jax.model import ConfigError, PanGuConfig, PanGuDecoder
 from codereason_jax.model.abstract import param_table
+from numpy_reference import (PAPER_CONTEXT, PAPER_SHAPES, PAPER_VOCAB, param_count,
+                             param_count_parts)
 
 
 def config_from(*gin_files, bindings=()):
@@ -16,22 +18,68 @@ def config_from(*gin_files, bindings=()):
     return gin_utils.model_config()
 
 
-@pytest.mark.parametrize("gin_file,expected", [
-    ("gin/models/pangu_2_6b.gin", 2_625_295_360),
-    ("gin/models/pangu_13b.gin", 12_800_870_400),
-    ("gin/models/pangu_350m.gin", 345_368_576),
-])
-def test_paper_parameter_counts(gin_file, expected):
-    config = config_from(gin_file)
+def _by_part(rows):
+    """Sizes of a param table summed by part (the keys of numpy_reference.param_count_parts)."""
+    parts = dict.fromkeys(("embeddings", "attention", "mlp", "layer_norms"), 0)
+    for row in rows:
+        leaf = row.name.split("/")
+        part = ("embeddings" if leaf[-1].endswith("_embeddings") else
+                "attention" if "attention" in leaf else "mlp" if "mlp" in leaf else
+                "layer_norms" if leaf[-2].startswith("ln_") else row.name)
+        parts[part] += row.size
+    return parts
+
+
+# The published counts (docs/model.md, the gin files' comments), checked against the closed form.
+PUBLISHED = {"pangu_350m": 345_368_576, "pangu_2_6b": 2_625_295_360,
+             "pangu_13b": 12_800_870_400}
+
+
+@pytest.mark.parametrize("scale", sorted(PAPER_SHAPES))
+def test_paper_parameter_counts_equal_the_closed_form(scale):
+    layers, d, heads = PAPER_SHAPES[scale]
+    config = config_from(f"gin/models/{scale}.gin")
+    assert (config.vocab_size, config.max_seq_len, config.num_layers, config.d_model,
+            config.num_heads, config.d_ff, config.use_query_layer) == (
+        PAPER_VOCAB, PAPER_CONTEXT, layers, d, heads, 4 * d, True)
+    expected = param_count(PAPER_VOCAB, PAPER_CONTEXT, layers, d)
+    assert expected == PUBLISHED[scale]
     rows = param_table(config)  # abstract: no weights are allocated
+    assert _by_part(rows) == param_count_parts(PAPER_VOCAB, PAPER_CONTEXT, layers, d)
+    assert sum(r.size for r in rows) == expected
+    assert config.num_params() == expected
+
+
+def test_closed_form_by_hand_on_a_small_model():
+    """The closed form itself, worked by hand for V=10, S=4, 2 layers, d=2, d_ff=8:
+    embeddings 10·2 + 4·2 + 4·2 = 36; attention 2·(4·4 + 8) = 48; MLP 2·(2·2·8 + 8 + 2) = 84;
+    LayerNorms 2·8 + 4 = 20; 188 in all, 180 without the top-query table (8)."""
+    assert param_count_parts(10, 4, 2, 2, 8) == {"embeddings": 36, "attention": 48, "mlp": 84,
+                                                 "layer_norms": 20}
+    assert param_count(10, 4, 2, 2, 8) == 188
+    assert param_count(10, 4, 2, 2, 8, query_layer=False) == 180
+
+
+@pytest.mark.parametrize("use_query_layer", [True, False])
+def test_small_model_counts_equal_the_closed_form(tiny_config, use_query_layer):
+    """Off the paper's shapes (d_ff != 4d, no query layer) the model still matches."""
+    config = dataclasses.replace(tiny_config, use_query_layer=use_query_layer)
+    expected = param_count(config.vocab_size, config.max_seq_len, config.num_layers,
+                           config.d_model, config.d_ff, query_layer=use_query_layer)
+    rows = param_table(config)
     assert sum(r.size for r in rows) == expected == config.num_params()
+    assert _by_part(rows) == param_count_parts(config.vocab_size, config.max_seq_len,
+                                               config.num_layers, config.d_model, config.d_ff,
+                                               query_layer=use_query_layer)
 
 
 def test_codellm_vocab_parameter_count():
     """With the ChatGLM vocabulary of the paper's CodePanGu2.6B (pangu.md §5)."""
     config = config_from("gin/models/pangu_2_6b.gin",
                          bindings=["PanGuConfig.vocab_size = 130344"])
-    assert sum(r.size for r in param_table(config)) == 2_856_576_000
+    expected = param_count(130_344, PAPER_CONTEXT, 32, 2560)
+    assert expected == 2_856_576_000  # the number docs/model.md states
+    assert sum(r.size for r in param_table(config)) == expected
 
 
 def test_param_table_rows_and_axes():
@@ -52,7 +100,7 @@ def test_scanned_table_has_layers_axis():
     rows = {r.name: r for r in param_table(config)}
     assert rows["blocks/mlp/wi/kernel"].shape == (31, 2560, 10240)
     assert rows["blocks/mlp/wi/kernel"].logical_axes == ("layers", "embed", "mlp")
-    assert sum(r.size for r in rows.values()) == 2_625_295_360
+    assert sum(r.size for r in rows.values()) == param_count(PAPER_VOCAB, PAPER_CONTEXT, 32, 2560)
 
 
 def test_tiny_gin_builds_a_plain_config():

@@ -5,7 +5,9 @@ Fixtures in tests/fixtures/corpora are invented content in the data sets' real l
 """
 
 import gzip
+import hashlib
 import json
+import math
 import os
 import re
 
@@ -142,6 +144,13 @@ def test_text_dir_empty_or_missing(tmp_path):
 # ---------------------------------------------------------------------------- hash splits
 
 
+def _split_from_the_docstring(key, fraction, seed=0):
+    """split_by_hash's documented rule, written out: SHA-256 of the seed, a NUL and the key; its
+    first 8 bytes read big-endian as a fraction of 2**64; validation below ``fraction``."""
+    digest = hashlib.sha256(f"{seed}\x00{key}".encode("utf-8")).digest()
+    return "validation" if int(digest[:8].hex(), 16) < fraction * 2**64 else "train"
+
+
 def test_split_by_hash_is_stable_and_roughly_proportional():
     # Pinned values: changing the hash would silently move documents between splits.
     assert [split_by_hash(k, 0.5) for k in ["a.txt#0", "a.txt#1", "sub/b.jsonl:1", "doc-7"]] == [
@@ -149,7 +158,15 @@ def test_split_by_hash_is_stable_and_roughly_proportional():
     assert [split_by_hash(k, 0.5, seed=1) for k in ["a.txt#0", "a.txt#1", "doc-7"]] == [
         "train", "validation", "train"]
     keys = [f"k{i}" for i in range(20000)]
-    assert sum(split_by_hash(k, 0.1) == "validation" for k in keys) == 2084
+    splits = [split_by_hash(k, 0.1) for k in keys]
+    # Each key where the documented rule puts it (this also recomputes the pinned values).
+    assert splits == [_split_from_the_docstring(k, 0.1) for k in keys]
+    for seed in (0, 1):
+        for key in ["a.txt#0", "a.txt#1", "sub/b.jsonl:1", "doc-7"]:
+            assert split_by_hash(key, 0.5, seed) == _split_from_the_docstring(key, 0.5, seed)
+    # About 10 %: 2,000 expected of 20,000, binomial standard deviation sqrt(20000·0.1·0.9) ≈ 42;
+    # four of them either way.
+    assert abs(splits.count("validation") - 2000) < 4 * math.sqrt(20000 * 0.1 * 0.9)
     assert {split_by_hash(k, 0.0) for k in keys[:200]} == {"train"}
     assert {split_by_hash(k, 1.0) for k in keys[:200]} == {"validation"}
     with pytest.raises(ValueError, match="not in"):

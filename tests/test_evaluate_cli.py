@@ -5,19 +5,21 @@ with unscorable records) with the tiny model, freshly initialised.
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 
-
 import pytest
 
 from codereason_jax import evaluate
+from codereason_jax.evaluation import generation
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MESSY = os.path.join(HERE, "fixtures", "benchmarks_messy")
+CLEAN = os.path.join(HERE, "fixtures", "benchmarks")
 TABLES = ["--gin_file=gin/models/pangu_tiny.gin", "--gin_file=gin/eval/tables_2_3_6.gin",
           f"--data_dir={MESSY}"]
 LOOSE = ["--gin.EvalConfig.max_skipped_fraction=0.7"]
@@ -166,6 +168,90 @@ def test_results_of_another_model_are_never_overwritten(tmp_path, monkeypatch, c
     assert output.read_text() == before
     assert evaluate.main([*argv, "--gin.EvalConfig.seed=1", "--force"]) == 0
     assert json.loads(output.read_text())["init_seed"] == 1
+
+
+
+# --- pass@k with a known number of correct samples per problem ------------------------------
+
+# The clean MBPP fixture (tests/fixtures/benchmarks/mbpp/sanitized-mbpp.json) holds problems 42
+# (largest_of_three) and 520 (circle_area). Generation is replaced by programs chosen per
+# (problem, sample seed): a correct solution for the seeds listed here, a wrong one otherwise.
+NUM_SAMPLES = 7
+CORRECT_SEEDS = {"42": {1, 4}, "520": {0, 2, 3, 6}}
+PROGRAMS = {  # (right, wrong); one fails its asserts, the other raises while being defined
+    "42": ("def largest_of_three(a, b, c):\n    return max(a, b, c)",
+           "def largest_of_three(a, b, c):\n    return min(a, b, c)"),
+    "520": ("import math\ndef circle_area(r):\n    return math.pi * r * r",
+            "def circle_area(r):\n    return 3 * r * r\nundefined_name"),
+}
+
+
+def unbiased_pass_at_k(n, c, k):
+    """Chen et al. (2021): 1 - C(n-c, k) / C(n, k), with exact binomials."""
+    return 1 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def _scripted_generation(monkeypatch, calls):
+    """Replace generation.generate: each prompt is recognised by its text and answered with
+    the right or wrong program of its problem, according to the sample's seed."""
+    from seqio_tasks import mixtures  # noqa: F401 (registers the tasks)
+    import seqio
+
+    vocabulary = seqio.get_mixture_or_task("eval_mbpp").output_features["targets"].vocabulary
+
+    def fake_generate(model, params, prompts, eos_id, config, batch_size=16):
+        calls.append((config.method, config.seed))
+        outputs = []
+        for prompt in prompts:
+            text = vocabulary.decode(list(prompt))
+            problem = "42" if "largest of three" in text else "520"
+            assert problem == "42" or "area of a circle" in text, text
+            right, wrong = PROGRAMS[problem]
+            outputs.append(vocabulary.encode(
+                right if config.seed in CORRECT_SEEDS[problem] else wrong))
+        return outputs
+
+    monkeypatch.setattr(generation, "generate", fake_generate)
+
+
+def test_pass_at_k_with_a_known_mix_of_correct_and_wrong_samples(tmp_path, monkeypatch):
+    """pass@1 is the first sample's pass rate; pass@k_unbiased is the mean over problems of
+    1 - C(n-c,k)/C(n,k), here with c = 2 and 4 correct of n = 7 (values written out below),
+    through the whole evaluate command and the real sandbox."""
+    calls = []
+    _scripted_generation(monkeypatch, calls)
+    output = tmp_path / "results.json"
+    assert evaluate.main([
+        "--gin_file=gin/models/pangu_tiny.gin", "--gin_file=gin/eval/tables_2_3_6.gin",
+        f"--data_dir={CLEAN}", "--tasks=eval_mbpp", f"--output={output}",
+        f"--gin.EvalConfig.num_samples={NUM_SAMPLES}", "--gin.EvalConfig.max_new_tokens=4"]) == 0
+    assert calls == [("sample", seed) for seed in range(NUM_SAMPLES)]
+    result = json.loads(output.read_text())["tasks"]["eval_mbpp"]
+    assert result["n"] == 2 and result["num_samples"] == NUM_SAMPLES
+    examples = {e["example_id"]: e for e in result["examples"]}
+    for problem, seeds in CORRECT_SEEDS.items():
+        assert [s == "passed" for s in examples[problem]["execution"]] == [
+            seed in seeds for seed in range(NUM_SAMPLES)]
+    metrics = result["metrics"]
+    # Sample 0 fails on problem 42 and passes on 520.
+    assert metrics["pass@1"] == pytest.approx(50.0)
+    # c/n averaged: (2/7 + 4/7) / 2 = 3/7.
+    assert metrics["pass@1_unbiased"] == pytest.approx(100 * 3 / 7)
+    # pass@5: 1 - C(5,5)/C(7,5) = 20/21 for c = 2; 1 for c = 4 (fewer than 5 wrong samples).
+    assert metrics["pass@5_unbiased"] == pytest.approx(100 * (20 / 21 + 1) / 2)
+    counts = [(NUM_SAMPLES, len(s)) for s in CORRECT_SEEDS.values()]
+    for k in (1, 5):
+        expected = sum(unbiased_pass_at_k(n, c, k) for n, c in counts) / len(counts)
+        assert metrics[f"pass@{k}_unbiased"] == pytest.approx(100 * expected, abs=1e-9)
+    assert "pass@10_unbiased" not in metrics  # k > n is not reported
+
+
+def test_unbiased_pass_at_k_oracle_values():
+    """The oracle itself on values worked by hand."""
+    assert unbiased_pass_at_k(7, 2, 5) == pytest.approx(20 / 21)
+    assert unbiased_pass_at_k(7, 4, 5) == 1.0
+    assert unbiased_pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert unbiased_pass_at_k(10, 0, 10) == 0.0
 
 
 @pytest.mark.slow
