@@ -116,14 +116,14 @@ HOST_COUNTS = (1, 4, 16, 64)
 
 
 def suite_pipeline(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Both mixtures on both paths at 1, 4, 16 and 64 simulated hosts: the packed tokens/s
-    host 0 delivers of its own rows, against what the model needs per host (3x wanted).
+    """Both mixtures on both paths at 1, 4, 16 and 64 simulated hosts, each host with
+    ``--pipeline_batch`` rows a step (the global batch grows with the hosts): the packed
+    tokens/s host 0 delivers of its own rows, against what the model needs per host (3x wanted).
 
     A host needs the same tokens/s however many hosts there are (its chips' share), so a path
     scales when its per-host rate stays flat: the streaming path packs the global batch on
     every host (its per-host rate falls as 1/H), the store path reads the host's rows only."""
     need = model_need_per_host()
-    batch = max(args.pipeline_batch, max(HOST_COUNTS))
     store_dir, _ = bench_store(args.pipeline_seq_len, getattr(args, "store_dir", None))
     rows = []
     for path in ("stream", "store"):
@@ -134,6 +134,9 @@ def suite_pipeline(args: argparse.Namespace) -> list[dict[str, Any]]:
 
                 def run(path: str = path, mixture: str = mixture,
                         host_count: int = host_count) -> dict[str, Any]:
+                    # Weak scaling: each host trains on --pipeline_batch rows a step, so the
+                    # global batch grows with the hosts (as a pod's does).
+                    batch = args.pipeline_batch * host_count
                     if path == "store":
                         result = measure_store(mixture, store_dir, args.pipeline_seq_len, batch,
                                                args.pipeline_steps, 0, host_count)
