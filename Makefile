@@ -4,10 +4,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONSTRAINTS := requirements/constraints.txt
-# Tests emulate 8 CPU devices; the default tier leaves out tests marked `slow`.
-PYTEST_ARGS ?= -m "not slow"
+# Tests emulate 8 CPU devices. Tiers (docs/testing.md): the default tier (`make test`) leaves
+# out the tests marked `slow` or `heavy`; `make test-slow` runs the `slow` ones (CI runs both);
+# `make test-all` runs every test, `heavy` ones included.
+PYTEST_ARGS ?= -m "not slow and not heavy"
+PYTEST_SLOW_ARGS ?= -m "slow and not heavy"
 
-.PHONY: venv demo reproduce-mini test test-all clean
+.PHONY: venv demo reproduce-mini test test-slow test-all clean
 
 venv: $(VENV)/.installed
 
@@ -31,6 +34,10 @@ reproduce-mini: venv
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+# CI's second stage: multi-host training, kills at random steps, the micro reproduction, ...
+test-slow: venv
+	$(PY) -m pytest $(PYTEST_SLOW_ARGS) tests
 
 test-all: venv
 	$(PY) -m pytest tests

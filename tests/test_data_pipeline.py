@@ -1,5 +1,6 @@
 """SeqIO tasks, packing, mixing schedules and the deterministic batch sequence."""
 
+import json
 import os
 import subprocess
 import sys
@@ -108,15 +109,25 @@ def test_overlong_examples_follow_the_policy_and_are_counted():
 
 # --- schedules and the mixing plan -----------------------------------------------------------
 
-@pytest.mark.parametrize("strategy", sorted(schedules.PAPER_STRATEGIES))
+# The paper's Table 5, text:code per phase, written from the paper (not from schedules.py).
+TABLE_5 = {"uniform": [(5, 3), (5, 3), (5, 3), (5, 3)],
+           "stepwise_increase": [(7, 3), (7, 3), (6, 4), (5, 5)],
+           "stepwise_decrease": [(5, 5), (6, 4), (7, 3), (7, 3)]}
+
+
+def test_table5_names_every_paper_strategy():
+    assert sorted(schedules.PAPER_STRATEGIES) == sorted(TABLE_5)
+
+
+@pytest.mark.parametrize("strategy", sorted(TABLE_5))
 def test_table5_shares_within_one_point_per_stage(strategy):
     schedule = schedules.paper_strategy(strategy, "text", "code", total_steps=400)
     plan = mixing.MixturePlan(schedule, batch_size=12)  # 1200 sequences per stage
     code = plan.sources.index("code")
-    for i, stage in enumerate(schedule.stages):
+    assert len(schedule.stages) == len(TABLE_5[strategy])
+    for stage, (text_w, code_w) in zip(schedule.stages, TABLE_5[strategy]):
         steps = range(stage.start_step, stage.start_step + 100)
         sources = np.concatenate([plan.rows(s)[0] for s in steps])
-        text_w, code_w = schedules.PAPER_STRATEGIES[strategy][i]
         assert abs(np.mean(sources == code) - code_w / (text_w + code_w)) < 0.01
 
 
@@ -339,12 +350,11 @@ def test_code_completions_split_functions_after_their_docstring():
         assert body.lstrip("\n").startswith((" ", "\t"))  # indented under the signature
 
 
-def test_ast_parse_is_serialised_across_threads():
+def test_ast_parse_is_serialised_across_threads(monkeypatch):
     """tf.data generators parse the standard library while autograph parses in another thread;
     CPython 3.11 corrupts its AST recursion counter if both run at once."""
     import ast
     import threading
-    import time
 
     from seqio_tasks import threadsafe_ast
 
@@ -352,13 +362,32 @@ def test_ast_parse_is_serialised_across_threads():
     locked = ast.parse
     threadsafe_ast.install()  # idempotent
     assert ast.parse is locked and locked._codereason_locked
+
+    class Observed:
+        """The module's lock, reporting when the watched thread asks for it: an event instead
+        of "not finished after a while"."""
+
+        def __init__(self):
+            self.lock, self.watched, self.asked = threading.RLock(), None, threading.Event()
+
+        def __enter__(self):
+            if threading.current_thread() is self.watched:
+                self.asked.set()
+            self.lock.acquire()
+
+        def __exit__(self, *exc):
+            self.lock.release()
+
+    observed = Observed()
+    monkeypatch.setattr(threadsafe_ast, "_LOCK", observed)
     finished = threading.Event()
-    with threadsafe_ast._LOCK:
+    with observed:
         worker = threading.Thread(target=lambda: (ast.parse("x = [1]"), finished.set()))
+        observed.watched = worker
         worker.start()
-        time.sleep(0.2)
-        assert not finished.is_set()  # waits while another thread parses
-    worker.join(5)
+        assert observed.asked.wait(60)  # the worker's parse asked for the lock (60 s: a hang)
+        assert not finished.is_set()  # and waits while another thread parses
+    worker.join(60)
     assert finished.is_set()
     assert ast.literal_eval("[1, 2]") == [1, 2]  # literal_eval goes through the same lock
 
@@ -367,7 +396,19 @@ def test_embedded_splits_are_disjoint_and_stable():
     train = {d["id"] for d in embedded.code_documents("train")}
     validation = {d["id"] for d in embedded.code_documents("validation")}
     assert train and validation and not train & validation
-    assert embedded.split_of("json/decoder.py") == embedded.split_of("json/decoder.py")
+    # Stable: another process, with another salt for Python's hash(), puts every file in the
+    # split it has here (a split made with hash() would move most validation files).
+    keys = sorted(train)[:100] + sorted(validation)
+    code = ("import json, sys\nfrom seqio_tasks.sources import embedded\n"
+            "print(json.dumps([embedded.split_of(k) for k in json.load(sys.stdin)]))")
+    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(keys), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONHASHSEED="12345"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == ["train"] * 100 + ["validation"] * len(validation)
+    # About 5 % of the files in validation: within four binomial standard deviations.
+    n = len(train) + len(validation)
+    assert abs(len(validation) - 0.05 * n) < 4 * (n * 0.05 * 0.95) ** 0.5
 
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "mbpp")),

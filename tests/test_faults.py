@@ -166,7 +166,7 @@ def test_sigkill_at_a_step_and_a_torn_log_line_lose_nothing(reference, tmp_path)
            "the fragment dropped with a warning; resume went on; each step logged once")
 
 
-@pytest.mark.slow  # three more kill-and-resume pairs; `make test-all`
+@pytest.mark.slow  # three more kill-and-resume pairs; `make test-slow`
 def test_sigkill_at_random_steps_and_mid_save_lose_nothing(reference, tmp_path):
     rng = random.Random(20261204)
     for failpoint in [f"pause@{rng.randrange(1, 12)}", f"pause@{rng.randrange(1, 12)}",
@@ -238,6 +238,24 @@ def test_a_changed_model_is_refused_and_the_directory_left_byte_for_byte(referen
     record("rerun with another model (`--gin.PanGuConfig.num_layers=4`)",
            "exit 2 with one `error:` line naming the field, both values and the ways forward; "
            "every file byte-for-byte unchanged")
+
+
+def test_a_changed_schedule_is_refused_and_the_directory_left_byte_for_byte(reference,
+                                                                          tmp_path):
+    gin_file, reference_dir = reference
+    run_dir = copy_of(reference_dir, tmp_path)
+    before = snapshot(run_dir)
+    code, out, err = run(gin_file, run_dir, "--gin.TrainConfig.num_steps=16",
+                         "--gin.TrainConfig.mixture='pretrain_nl_embedded'", tmp_path=tmp_path)
+    assert code == 2, out + err
+    errors = error_lines(err)
+    assert len(errors) == 1 and "Traceback" not in out + err, err
+    assert "TrainConfig.mixture 'pretrain_code_embedded' -> 'pretrain_nl_embedded'" in errors[0]
+    assert "changes the data mixture" in errors[0] and "allow_schedule_change" in errors[0]
+    assert snapshot(run_dir) == before
+    record("resume to a longer run with another data mixture",
+           "exit 2 with one `error:` line naming the field, both values and "
+           "`allow_schedule_change`; every file byte-for-byte unchanged")
 
 
 def test_a_corrupt_newest_checkpoint_is_moved_aside_and_saved_again(reference, tmp_path):

@@ -8,7 +8,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -345,45 +344,59 @@ def test_remote_scripts_run_stop_and_report_in_a_posix_shell(tmp_path):
     (home / "codereason_jax").mkdir(parents=True)
     fake = home / "codereason_venv" / "bin" / "python"
     fake.parent.mkdir(parents=True)
-    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > "$HOME/argv"\n'
+    # The fake trainer writes what it got (argv last, renamed into place), says so on the pipe
+    # named by READY_FD if it has one, then lives until SIGTERM or until the test process ends.
+    fake.write_text('#!/bin/sh\n'
+                    'for a in "$@"; do printf "%s\\n" "$a"; done > "$HOME/argv.part"\n'
                     'echo "$CODEREASON_DATA_DIR" > "$HOME/data_dir"\n'
+                    'mv "$HOME/argv.part" "$HOME/argv"\n'
+                    'if [ -n "$READY_FD" ]; then echo ready > "/dev/fd/$READY_FD"; fi\n'
                     "trap 'echo SIGTERM; exit 0' TERM\n"
-                    "i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n")
+                    'while kill -0 "$TEST_PID" 2>/dev/null; do sleep 0.1; done\n')
     fake.chmod(0o755)
     args = tpu.parse_args(["run", *BASE, *RUN_2_6B, "--gin.PanGuConfig.dtype='bfloat16'"])
     args.grace_s = 20  # a `stop` option; the scripts share one Launcher here
     launcher = tpu.Launcher(args, tpu.Runner(dry_run=True))
-    env = dict(os.environ, HOME=str(home))
+    env = dict(os.environ, HOME=str(home), TEST_PID=str(os.getpid()))
 
-    def sh(script):
-        return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True,
-                              timeout=60)
+    def sh(script, ready_fd=None):
+        return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                              env=dict(env, READY_FD=str(ready_fd)) if ready_fd else env,
+                              pass_fds=(ready_fd,) if ready_fd else ())
 
     def state_script():
         return remote_script(shlex.join(launcher.train_state_command()))
 
     assert "stopped" in sh(state_script()).stdout
-    started = sh(launcher.launch_script())
-    assert started.returncode == 0, started.stderr
-    deadline = time.monotonic() + 20
-    while not (home / "argv").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (home / "argv").read_text().splitlines() == [
-        "-m", "codereason_jax.train", "--gin_file=gin/models/pangu_2_6b.gin",
-        "--gin_file=gin/partitioning/v4_32.gin", "--multihost=auto",
-        "--run_dir=gs://my-bucket/runs/pt_2_6b", "--gin.PanGuConfig.dtype='bfloat16'"]
-    assert (home / "data_dir").read_text().strip() == str(home / "codereason_data")
-    assert f"{tpu.STATE_MARK} running" in sh(state_script()).stdout
-    again = sh(launcher.launch_script())
-    assert again.returncode == 1 and "already running" in again.stderr
-    stopped = sh(launcher.stop_script())
-    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
-    assert "stopped" in sh(state_script()).stdout
-    log = home / "codereason_logs" / "train.log"
-    assert "SIGTERM" in log.read_text()
-    assert sh(launcher.launch_script()).returncode == 0  # the old log is kept aside
-    assert len(list((home / "codereason_logs").glob("train.log.*"))) == 1
-    sh(launcher.stop_script())
+    ready, ready_w = os.pipe()
+    try:
+        started = sh(launcher.launch_script(), ready_fd=ready_w)
+    finally:
+        os.close(ready_w)  # now only the fake trainer holds the write end
+    try:
+        assert started.returncode == 0, started.stderr
+        # An event, not a deadline: "ready", or end of file if the fake ended without it.
+        assert os.read(ready, 64) == b"ready\n"
+    finally:
+        os.close(ready)
+    try:
+        assert (home / "argv").read_text().splitlines() == [
+            "-m", "codereason_jax.train", "--gin_file=gin/models/pangu_2_6b.gin",
+            "--gin_file=gin/partitioning/v4_32.gin", "--multihost=auto",
+            "--run_dir=gs://my-bucket/runs/pt_2_6b", "--gin.PanGuConfig.dtype='bfloat16'"]
+        assert (home / "data_dir").read_text().strip() == str(home / "codereason_data")
+        assert f"{tpu.STATE_MARK} running" in sh(state_script()).stdout
+        again = sh(launcher.launch_script())
+        assert again.returncode == 1 and "already running" in again.stderr
+        stopped = sh(launcher.stop_script())
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
+        assert "stopped" in sh(state_script()).stdout
+        log = home / "codereason_logs" / "train.log"
+        assert "SIGTERM" in log.read_text()
+        assert sh(launcher.launch_script()).returncode == 0  # the old log is kept aside
+        assert len(list((home / "codereason_logs").glob("train.log.*"))) == 1
+    finally:
+        sh(launcher.stop_script())
 
 
 # ----------------------------------------------------------------------- the TPU table

@@ -1,10 +1,18 @@
-"""Two processes x 4 CPU devices (jax.distributed on loopback) train like one process x 8."""
+"""Two processes x 4 CPU devices (jax.distributed on loopback) train like one process x 8.
 
+No clocks: the coordinator's port is held by the test from the moment it is chosen (see
+``held_port``), and a host is interrupted at a step it reached (``CODEREASON_FAILPOINT=pause@K``
+stops it there), never "after a while".
+"""
+
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -15,63 +23,51 @@ from test_trainer import RUN_GIN, final_params
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _free_port() -> int:
+@contextlib.contextmanager
+def held_port():
+    """A loopback port that nobody else can be given while the test needs it.
+
+    Finding a free port and releasing it before the coordinator binds it races with every other
+    process on the machine. Instead the test keeps a socket bound to the port (SO_REUSEADDR,
+    never listening) for as long as the hosts run: the kernel hands that port to no other
+    ``bind(port 0)`` or outgoing connection, while the coordinator (gRPC, which also sets
+    SO_REUSEADDR) can still bind it and listen.
+    """
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
-def _env(devices: int) -> dict:
-    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+def _env(devices: int, failpoint: str | None = None) -> dict:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("CODEREASON_FAILPOINT", None)
+    if failpoint:
+        env["CODEREASON_FAILPOINT"] = failpoint
+    return env
 
 
-@pytest.mark.slow  # three training processes; `make test-all`
-def test_two_processes_match_one_process(tmp_path):
-    gin_file = tmp_path / "run.gin"
-    gin_file.write_text(RUN_GIN + "TrainConfig.num_steps = 6\n"
-                        "TrainConfig.mesh_shape = (2, 1, 4)\nCheckpointConfig.every_steps = 3\n")
-    command = [sys.executable, "-m", "codereason_jax.train", f"--gin_file={gin_file}"]
-    port = _free_port()
-    hosts = [subprocess.Popen(
-        command + [f"--run_dir={tmp_path / 'multi'}", "--multihost=explicit",
-                   f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                   f"--process_id={i}"],
-        cwd=ROOT, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for i in range(2)]
-    single = subprocess.run(command + [f"--run_dir={tmp_path / 'single'}"], cwd=ROOT,
-                            env=_env(8), capture_output=True, text=True, timeout=600)
-    outputs = []
-    for host in hosts:
-        try:
-            outputs.append(host.communicate(timeout=600)[0])
-        finally:
-            host.kill()
-    assert single.returncode == 0, single.stdout + single.stderr
-    assert all(h.returncode == 0 for h in hosts), outputs
-
-    def losses(run):
-        with open(tmp_path / run / "metrics.jsonl") as f:
-            return [json.loads(line)["loss"] for line in f]
-
-    multi, one = losses("multi"), losses("single")
-    assert len(multi) == len(one) == 6  # only process 0 writes metrics
-    # Cross-process reductions may add in another order: equal to float tolerance.
-    np.testing.assert_allclose(multi, one, rtol=1e-6)
-    # The 2-process checkpoint restores in this single process like the 1-process one.
-    step_a, params_a = final_params(str(tmp_path / "multi"))
-    step_b, params_b = final_params(str(tmp_path / "single"))
-    assert step_a == step_b == 6
-    # atol: the attention key biases have an exactly zero gradient (softmax ignores a shift
-    # shared by all keys), so they hold only Adam-normalised rounding noise, which the
-    # reduction order changes (observed up to 1.2e-6 against weights of order 1e-2).
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                 params_a, params_b)
+def wait_stopped(process: subprocess.Popen) -> None:
+    """Block until ``process`` stops itself at its failpoint (SIGSTOP): an event, not a time."""
+    _, status = os.waitpid(process.pid, os.WUNTRACED)
+    if not os.WIFSTOPPED(status):
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here
+        raise AssertionError(f"the process ended ({process.returncode}) before its failpoint")
 
 
-def _start_hosts(command, run_dir, logs_dir, tag):
-    """Two processes x 4 CPU devices on loopback (a fresh coordinator port each time)."""
-    port = _free_port()
+def wait_for_path(path, hosts, guard_s=600):
+    """Block until ``path`` exists (a file written is the event). ``guard_s`` only bounds a
+    hang; no outcome depends on it."""
+    give_up = time.monotonic() + guard_s
+    while not path.exists():
+        assert all(h.poll() is None for h in hosts), f"a host exited before {path} appeared"
+        assert time.monotonic() < give_up, f"{path} never appeared (hung?)"
+        time.sleep(0.05)
+
+
+def _start_hosts(command, run_dir, logs_dir, tag, port, failpoints=None):
+    """Two processes x 4 CPU devices on loopback; ``failpoints``: process id -> failpoint."""
     hosts = []
     for i in range(2):
         log = open(logs_dir / f"{tag}_{i}.log", "w")
@@ -79,73 +75,41 @@ def _start_hosts(command, run_dir, logs_dir, tag):
             command + [f"--run_dir={run_dir}", "--multihost=explicit",
                        f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
                        f"--process_id={i}"],
-            cwd=ROOT, env=_env(4), stdout=log, stderr=subprocess.STDOUT, text=True))
+            cwd=ROOT, env=_env(4, (failpoints or {}).get(i)), stdout=log,
+            stderr=subprocess.STDOUT, text=True))
         log.close()
     return hosts
 
 
-@pytest.mark.slow  # four training processes; `make test-all`
-def test_two_processes_killed_after_a_checkpoint_resume_like_one_process(tmp_path):
-    """SIGKILL one of two hosts after the checkpoint of step 4; the survivor blocks in a
-    collective and is killed after a bounded wait; both restart into the same run directory,
-    resume from the newest complete checkpoint and end with the losses and parameters of an
-    uninterrupted 1-process x 8-device run."""
-    import signal
-    import time
+def _finish(hosts, logs_dir, tag):
+    """Exit codes and outputs of hosts left to run to their end (a hang fails at the guard)."""
+    try:
+        codes = [h.wait(timeout=600) for h in hosts]
+    finally:
+        for host in hosts:
+            host.kill()
+    return codes, [(logs_dir / f"{tag}_{i}.log").read_text() for i in range(2)]
 
-    num_steps, every = 16, 4
+
+def _write_gin(tmp_path, num_steps, every):
     gin_file = tmp_path / "run.gin"
     gin_file.write_text(RUN_GIN + f"TrainConfig.num_steps = {num_steps}\n"
                         "TrainConfig.mesh_shape = (2, 1, 4)\n"
                         f"CheckpointConfig.every_steps = {every}\n")
-    command = [sys.executable, "-m", "codereason_jax.train", f"--gin_file={gin_file}"]
-    multi, single = tmp_path / "multi", tmp_path / "single"
-    reference = subprocess.Popen(command + [f"--run_dir={single}"], cwd=ROOT, env=_env(8),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    hosts = _start_hosts(command, multi, tmp_path, "first")
-    try:
-        first_checkpoint = multi / "checkpoints" / str(every)  # renamed into place when complete
-        deadline = time.monotonic() + 300
-        while not first_checkpoint.is_dir() and time.monotonic() < deadline:
-            assert all(h.poll() is None for h in hosts), "a host exited before the kill"
-            time.sleep(0.02)
-        assert first_checkpoint.is_dir(), "no checkpoint within 300 s"
-        hosts[1].send_signal(signal.SIGKILL)
-        hosts[1].wait()
-        try:  # process 0 now waits on a collective that never completes
-            hosts[0].wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            hosts[0].send_signal(signal.SIGKILL)
-            hosts[0].wait()
-    finally:
-        for host in hosts:
-            host.kill()
-    with open(multi / "metrics.jsonl") as f:
-        cut = [json.loads(line)["step"] for line in f]
-    assert len(cut) < num_steps, "the run finished before the kill"
+    return [sys.executable, "-m", "codereason_jax.train", f"--gin_file={gin_file}"]
 
-    hosts = _start_hosts(command, multi, tmp_path, "second")
-    try:
-        codes = [h.wait(timeout=600) for h in hosts]
-        ref_out, _ = reference.communicate(timeout=600)
-    finally:
-        for process in hosts + [reference]:
-            process.kill()
-    outputs = [(tmp_path / f"second_{i}.log").read_text() for i in range(2)]
-    assert codes == [0, 0], outputs
-    assert reference.returncode == 0, ref_out
-    resumed = [int(line.rsplit(" ", 1)[1]) for line in outputs[0].splitlines()
-               if line.startswith("resuming from the checkpoint of step")]
-    assert len(resumed) == 1 and resumed[0] % every == 0 and every <= resumed[0] < num_steps
 
-    def losses(run):
-        with open(run / "metrics.jsonl") as f:
-            records = [json.loads(line) for line in f]
-        assert [r["step"] for r in records] == list(range(num_steps))  # each step once
-        return [r["loss"] for r in records]
+def _losses(run_dir, num_steps):
+    with open(run_dir / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert [r["step"] for r in records] == list(range(num_steps))  # each step once
+    return [r["loss"] for r in records]
 
+
+def _assert_like_one_process(multi, single, num_steps):
     # Cross-process reductions may add in another order: equal to float tolerance.
-    np.testing.assert_allclose(losses(multi), losses(single), rtol=1e-6)
+    np.testing.assert_allclose(_losses(multi, num_steps), _losses(single, num_steps), rtol=1e-6)
+    # The 2-process checkpoint restores in this single process like the 1-process one.
     step_a, params_a = final_params(str(multi))
     step_b, params_b = final_params(str(single))
     assert step_a == step_b == num_steps
@@ -156,50 +120,61 @@ def test_two_processes_killed_after_a_checkpoint_resume_like_one_process(tmp_pat
                  params_a, params_b)
 
 
-@pytest.mark.slow  # four training processes; `make test-all`
-def test_sigterm_to_one_of_two_processes_checkpoints_both_at_the_same_step(tmp_path):
-    """A preemption notice reaches the hosts at different steps: SIGTERM to process 1 only must
-    still make both save the same step and exit 0 (not wait for each other for ever), and a
-    restart resumes from exactly that step."""
-    import re
-    import signal
-    import time
-
-    num_steps = 12
-    gin_file = tmp_path / "run.gin"
-    gin_file.write_text(RUN_GIN + f"TrainConfig.num_steps = {num_steps}\n"
-                        "TrainConfig.mesh_shape = (2, 1, 4)\n"
-                        "CheckpointConfig.every_steps = 100\n")
-    command = [sys.executable, "-m", "codereason_jax.train", f"--gin_file={gin_file}"]
-    run_dir = tmp_path / "multi"
-    hosts = _start_hosts(command, run_dir, tmp_path, "first")
-    try:
-        metrics = run_dir / "metrics.jsonl"
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not (
-                metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
-            assert all(h.poll() is None for h in hosts), "a host exited before the signal"
-            time.sleep(0.02)
-        hosts[1].send_signal(signal.SIGTERM)
-        codes = [h.wait(timeout=120) for h in hosts]  # a hang fails here
-    finally:
-        for host in hosts:
-            host.kill()
-    outputs = [(tmp_path / f"first_{i}.log").read_text() for i in range(2)]
+def test_two_processes_match_one_process(tmp_path):
+    """The default tier's multi-host run: 3 steps, a checkpoint, metrics from process 0 only."""
+    num_steps = 3
+    command = _write_gin(tmp_path, num_steps, every=3)
+    multi, single = tmp_path / "multi", tmp_path / "single"
+    with held_port() as port:
+        hosts = _start_hosts(command, multi, tmp_path, "multi", port)
+        reference = subprocess.run(command + [f"--run_dir={single}"], cwd=ROOT, env=_env(8),
+                                   capture_output=True, text=True, timeout=600)
+        codes, outputs = _finish(hosts, tmp_path, "multi")
+    assert reference.returncode == 0, reference.stdout + reference.stderr
     assert codes == [0, 0], outputs
-    saved = [re.findall(r"SIGTERM: saved the checkpoint of step (\d+)", out) for out in outputs]
-    assert saved[0] == saved[1] and len(saved[0]) == 1, saved
-    step = int(saved[0][0])
-    assert 2 <= step < num_steps and (run_dir / "checkpoints" / str(step)).is_dir()
+    _assert_like_one_process(multi, single, num_steps)  # only process 0 writes metrics
 
-    hosts = _start_hosts(command, run_dir, tmp_path, "second")
+
+@pytest.mark.slow  # four training processes; `make test-slow`
+def test_two_processes_killed_after_a_checkpoint_resume_like_one_process(tmp_path):
+    """SIGKILL one of two hosts at step 9 (the checkpoint of step 4 complete, that of step 8
+    being written); the survivor, blocked in a collective, is killed too; both restart into the
+    same run directory, resume from the newest complete checkpoint and end with the losses and
+    parameters of an uninterrupted 1-process x 8-device run."""
+    num_steps, every = 16, 4
+    command = _write_gin(tmp_path, num_steps, every)
+    multi, single = tmp_path / "multi", tmp_path / "single"
+    reference = subprocess.Popen(command + [f"--run_dir={single}"], cwd=ROOT, env=_env(8),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with held_port() as port:
+        hosts = _start_hosts(command, multi, tmp_path, "first", port, {1: "pause@9"})
+        try:
+            # Process 1 stops itself after step 9; it has started the save of step 8, which
+            # waits for that of step 4 (on both hosts: step 9 needed process 0 too).
+            wait_stopped(hosts[1])
+            wait_for_path(multi / "checkpoints" / str(every), hosts[:1])
+            hosts[1].send_signal(signal.SIGKILL)
+            hosts[1].wait()
+            # Process 0 waits on a collective that can never complete.
+            hosts[0].send_signal(signal.SIGKILL)
+            hosts[0].wait()
+        finally:
+            for host in hosts:
+                host.kill()
+    with open(multi / "metrics.jsonl") as f:
+        cut = [json.loads(line)["step"] for line in f]
+    assert len(cut) < num_steps, "the run finished before the kill"
+
+    with held_port() as port:
+        codes, outputs = _finish(_start_hosts(command, multi, tmp_path, "second", port),
+                                 tmp_path, "second")
     try:
-        codes = [h.wait(timeout=600) for h in hosts]
+        ref_out, _ = reference.communicate(timeout=600)
     finally:
-        for host in hosts:
-            host.kill()
-    outputs = [(tmp_path / f"second_{i}.log").read_text() for i in range(2)]
+        reference.kill()
     assert codes == [0, 0], outputs
-    assert f"resuming from the checkpoint of step {step}" in outputs[0]
-    with open(run_dir / "metrics.jsonl") as f:
-        assert [json.loads(line)["step"] for line in f] == list(range(num_steps))
+    assert reference.returncode == 0, ref_out
+    resumed = [int(line.rsplit(" ", 1)[1]) for line in outputs[0].splitlines()
+               if line.startswith("resuming from the checkpoint of step")]
+    assert len(resumed) == 1 and resumed[0] in (4, 8), resumed
+    _assert_like_one_process(multi, single, num_steps)

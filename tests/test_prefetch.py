@@ -27,13 +27,30 @@ class Counting:
         return self.produced - 1
 
 
+def wait_until_blocked(prefetcher, guard_s=60):
+    """Block until the producer waits on a full queue: its state, not a time, tells when no more
+    items can be made. (The queue's ``not_full`` condition lists the threads waiting to put;
+    the producer waits there in slices of 0.1 s, so it is seen at once or within one slice.)
+    ``guard_s`` only bounds a hang."""
+    q = prefetcher._queue
+    give_up = time.monotonic() + guard_s
+    while True:
+        with q.mutex:
+            if q._qsize() >= q.maxsize and q.not_full._waiters:  # q.full() would re-lock
+                return
+        assert prefetcher._thread.is_alive(), "the producer ended"
+        assert time.monotonic() < give_up, "the producer never blocked on the full queue"
+        time.sleep(0.001)
+
+
 def test_items_arrive_in_order_and_the_lookahead_is_bounded():
     source = Counting()
     prefetcher = Prefetcher(source, depth=3)
     assert [next(prefetcher) for _ in range(50)] == list(range(50))
-    time.sleep(0.3)
-    # 50 consumed, 3 queued and at most one more being prepared.
-    assert 53 <= source.produced <= 54
+    wait_until_blocked(prefetcher)
+    # 50 consumed, 3 queued and exactly one more, held by the producer blocked on the queue.
+    assert source.produced == 54
+    assert prefetcher._queue.qsize() == 3
     assert prefetcher.plan == "the plan"  # attributes of the wrapped iterator
     prefetcher.close()
     assert not prefetcher._thread.is_alive()
@@ -54,8 +71,8 @@ def test_an_error_is_raised_where_it_happened_and_finite_iterators_end():
 def test_close_releases_a_producer_blocked_on_a_full_queue():
     prefetcher = Prefetcher(Counting(), depth=1)
     next(prefetcher)
-    time.sleep(0.2)  # the producer now waits on the full queue
-    before = threading.active_count()
-    prefetcher.close(timeout=5)
-    assert not prefetcher._thread.is_alive()
-    assert threading.active_count() == before - 1
+    wait_until_blocked(prefetcher)  # the producer now waits on the full queue
+    thread = prefetcher._thread
+    assert thread in threading.enumerate()
+    prefetcher.close(timeout=60)  # joins the thread; the timeout only bounds a hang
+    assert not thread.is_alive() and thread not in threading.enumerate()

@@ -52,6 +52,7 @@ def test_paired_comparison_signs_and_noise():
     assert same["difference"] == same["ci_low"] == same["ci_high"] == 0.0
 
 
+@pytest.mark.slow  # 18 training and evaluation steps, then a resume; `make test-slow`
 def test_micro_reproduction_runs_reports_and_resumes(tmp_path):
     out = tmp_path / "micro"
     first = run(out)

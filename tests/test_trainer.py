@@ -79,7 +79,8 @@ def final_params(run_dir, config=TINY):
     return step, jax.device_get(params)
 
 
-# Kills, SIGTERM, corrupt checkpoints, torn logs and a full disk: tests/test_faults.py.
+# Kills, SIGTERM, corrupt checkpoints, torn logs, a full disk and a changed model or schedule:
+# tests/test_faults.py.
 
 
 def test_rules_mapping_two_axes_of_a_tensor_to_one_mesh_axis_are_refused(tmp_path):
@@ -117,19 +118,6 @@ def test_finetune_from_a_checkpoint_of_another_mesh(tmp_path):
     assert sorted(losses(finetune)) == [0, 1, 2, 3]
 
 
-@pytest.mark.slow  # a full training subprocess; `make test-all`
-def test_changed_schedule_is_refused_on_resume(tmp_path):
-    gin_file = write_gin(tmp_path)
-    run_dir = str(tmp_path / "run")
-    code, out = run(gin_file, run_dir, "--gin.TrainConfig.num_steps=4")
-    assert code == 0, out
-    code, out = run(gin_file, run_dir, "--gin.TrainConfig.num_steps=8",
-                    "--gin.TrainConfig.mixture='pretrain_nl_embedded'")
-    assert code == 2
-    assert "TrainConfig.mixture 'pretrain_code_embedded' -> 'pretrain_nl_embedded'" in out
-    assert "changes the data mixture" in out and "allow_schedule_change" in out
-
-
 @pytest.mark.parametrize("binding,message", [
     ("--gin.TrainConfig.batch_sise=8", "batch_sise"),
     ("--gin.PanGuConfig.num_heads=5", "PanGuConfig.d_model=32 is not divisible"),
@@ -148,7 +136,6 @@ def test_missing_required_value_is_named(tmp_path):
     assert code == 2 and "TrainConfig is missing required values: mixture" in out
 
 
-@pytest.mark.slow  # a full training subprocess; `make test-all`
 def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path):
     code, out = run(write_gin(tmp_path), str(tmp_path / "run"),
                     "--gin.OptimizerConfig.peak_learning_rate=1e38",
@@ -212,7 +199,6 @@ def test_nonfinite_batch_leaves_the_state_untouched():
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(new_opt), opt_state)
 
 
-@pytest.mark.slow  # a full training subprocess; `make test-all`
 def test_periodic_evaluation_writes_per_source_loss_and_task_metrics(tmp_path):
     run_dir = tmp_path / "run"
     code, out = run(write_gin(tmp_path), str(run_dir), "--gin.TrainConfig.num_steps=4",
