@@ -7,6 +7,8 @@ import tempfile
 
 import pytest
 
+from numpy_reference import PAPER_CONTEXT, PAPER_SHAPES, PAPER_VOCAB, param_count
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -35,7 +37,9 @@ def test_model_info_13b_is_abstract():
                                    "--gin_file=gin/models/pangu_13b.gin")
     assert code == 0, out
     lines = out.splitlines()
-    assert lines[0] == "params: 12800870400"
+    # The closed form of the architecture at the paper's 13B shape (tests/numpy_reference.py).
+    layers, d, _ = PAPER_SHAPES["pangu_13b"]
+    assert lines[0] == f"params: {param_count(PAPER_VOCAB, PAPER_CONTEXT, layers, d)}"
     assert lines[1].split() == ["name", "shape", "dtype", "logical", "axes", "params"]
     word = next(line for line in lines if line.startswith("word_embeddings "))
     assert word.split() == ["word_embeddings", "(40000,", "5120)", "float32", "(vocab,",
