@@ -385,3 +385,15 @@ def test_the_resume_and_pipeline_benchmarks_print_their_lines(store, capsys):
     # streaming path (it packs the global batch and keeps its slice).
     mine = pipeline.measure_store(PRETRAIN, store, LENGTH, 64, 2, 0, 16)
     assert mine["records_read"] == 3 * 64 // 16
+
+
+def test_the_beam_pipeline_writes_the_same_shards_as_this_process(store, tmp_path):
+    """Apache Beam is optional (its pins clash with ours): where it is installed, the
+    DirectRunner must write byte-identical shards."""
+    pytest.importorskip("apache_beam")
+    manifest = prepare.prepare_store([SFT], str(tmp_path / "beam"), prepare.settings_for(LENGTH),
+                                     num_shards=2, beam_runner="DirectRunner")
+    stored = _manifest(store)["sources"]
+    for task, entry in manifest["sources"].items():
+        assert [s["sha256"] for s in entry["shards"]] == [
+            s["sha256"] for s in stored[task]["shards"]]
