@@ -220,21 +220,26 @@ def default_packer_factory(task: Any, sequence_length: int, pack_instructions: b
 _ROW_STATS_KEPT = 64
 
 
+def host_rows(batch_size: int, host_index: int, host_count: int) -> slice:
+    """The rows [h·B/H, (h+1)·B/H) of each global batch that host h of H trains on."""
+    if batch_size % host_count:
+        raise ValueError(f"Global batch size {batch_size} is not divisible by the "
+                         f"{host_count} hosts; choose a batch size that is.")
+    if not 0 <= host_index < host_count:
+        raise ValueError(f"host_index {host_index} is outside [0, {host_count}).")
+    return slice(host_index * batch_size // host_count,
+                 (host_index + 1) * batch_size // host_count)
+
+
 class MixtureIterator:
     """Host-local batches of a schedule, starting at any step."""
 
     def __init__(self, plan: MixturePlan, streams: Mapping[str, SourceStream],
                  start_step: int = 0, host_index: int = 0, host_count: int = 1):
-        if plan.batch_size % host_count:
-            raise ValueError(f"Global batch size {plan.batch_size} is not divisible by the "
-                             f"{host_count} hosts; choose a batch size that is.")
-        if not 0 <= host_index < host_count:
-            raise ValueError(f"host_index {host_index} is outside [0, {host_count}).")
         self.plan = plan
         self.streams = [streams[name] for name in plan.sources]
         self.step = start_step
-        self.host_slice = slice(host_index * plan.batch_size // host_count,
-                                (host_index + 1) * plan.batch_size // host_count)
+        self.host_slice = host_rows(plan.batch_size, host_index, host_count)
         for stream, skip in zip(self.streams, plan.consumed_before(start_step)):
             stream.skip(int(skip) - stream.position)
         # step -> what each source's packer had read, dropped and truncated when the batch of

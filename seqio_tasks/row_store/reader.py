@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from seqio_tasks import packing
-from seqio_tasks.mixing import MixturePlan
+from seqio_tasks.mixing import MixturePlan, host_rows
 from seqio_tasks.row_store import manifest as manifest_lib
 from seqio_tasks.row_store import records
 from seqio_tasks.row_store.manifest import StoreSettings
@@ -80,16 +80,10 @@ class StoreMixtureIterator:
 
     def __init__(self, plan: MixturePlan, sources: Mapping[str, SourceRows],
                  start_step: int = 0, host_index: int = 0, host_count: int = 1):
-        if plan.batch_size % host_count:
-            raise ValueError(f"Global batch size {plan.batch_size} is not divisible by the "
-                             f"{host_count} hosts; choose a batch size that is.")
-        if not 0 <= host_index < host_count:
-            raise ValueError(f"host_index {host_index} is outside [0, {host_count}).")
         self.plan = plan
         self.sources = [sources[name] for name in plan.sources]
         self.step = start_step
-        self.host_slice = slice(host_index * plan.batch_size // host_count,
-                                (host_index + 1) * plan.batch_size // host_count)
+        self.host_slice = host_rows(plan.batch_size, host_index, host_count)
 
     def __iter__(self):
         return self
@@ -137,7 +131,7 @@ def store_iterator(name: str, store_dir: str, *, sequence_length: int, batch_siz
                    pack_instructions: bool = False, overlong: str = "drop"
                    ) -> StoreMixtureIterator:
     """Like ``mixing.mixture_iterator``, from the row store in ``store_dir``."""
-    from seqio_tasks import tasks  # registers everything
+    from seqio_tasks import mixtures, tasks  # noqa: F401 (registers every task and mixture)
     from seqio_tasks.registry import resolve_schedule
     from seqio_tasks.row_store.prepare import settings_for
 
