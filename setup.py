@@ -45,6 +45,8 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["codereason_jax", "codereason_jax.*",
                                                "seqio_tasks", "seqio_tasks.*"]),
+    # The paper's published tables, shown beside ours in reports.
+    package_data={"codereason_jax": ["paper_results/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest"],

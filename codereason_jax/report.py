@@ -3,12 +3,17 @@
     python -m codereason_jax.report runs/nl/results.json runs/code/results.json \\
         --labels=NL,CODE --tables=2 --output_dir=report/
 
-For each table: a markdown and a CSV file (each number with its 95% interval, n and the
-records skipped as unscorable; the best run per row in bold; the task's chance level, and a
-mark on every result whose interval covers it) and a grouped bar chart PNG with the intervals
-as error bars. Results that are not comparable (another vocabulary, scoring mode, sampling or
-number of examples for the same task) are labelled in the table and listed under it, never
-silently mixed. ``run_summary`` is the one-run table that ``evaluate`` writes beside its results.
+For each table: a markdown and a CSV file (each number with the metric's fixed decimals, its
+95% interval, n and the records skipped as unscorable; the task's chance level, and a mark on
+every result whose interval covers it; bold only for a best that a paired bootstrap finds
+better than every other run), its panels (one per task and metric, ``reporting.panels``) and,
+for Tables 2, 3 and 6, the paper's published values beside ours. Then the paper's claims,
+marked reproduced / contradicted / not resolved from paired comparisons where the labels name
+the paper's models, and all of it in one report.md, a self-contained report.html and the
+report.json behind both. Results that are not comparable (another vocabulary, scoring mode,
+sampling or number of examples for the same task) are labelled in the table and listed under
+it, never silently mixed. ``run_summary`` is the one-run table that ``evaluate`` writes beside
+its results.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import sys
 from typing import Any, Sequence
 
 from codereason_jax import cli
+from codereason_jax.reporting import claims, document, numbers, panels, paper, significance
 
 # The paper's tables: title and task rows. Table 2 compares the pre-trained NL and CODE models,
 # table 3 the instruction-tuned ones, table 4 the CoT inputs, table 6 the mixing strategies.
@@ -88,9 +94,36 @@ def comparability_key(run: dict[str, Any], task: str) -> tuple:
         result.get("sampling"), sort_keys=True), result["n"])
 
 
-def build_table(runs: Sequence[dict[str, Any]], labels: Sequence[str], tasks: Sequence[str]
-                ) -> tuple[list[list[str]], list[str], list[dict]]:
-    """Rows of cells (task, one per run), notes on incomparable cells, and raw numbers."""
+# The statistics a paired bootstrap can test (the paper's one-segment BLEU has no per-example
+# counts, so a table under the paper's protocol bolds nothing).
+TESTABLE = frozenset({"accuracy", "pass@1", "loss", "bleu_corpus"})
+BOLD_NOTE = ("Bold: the best in its row, and only where a paired bootstrap over the same "
+             "examples finds it better than every other comparable run (95%); no bold: no "
+             "run is.")
+
+
+def _pairwise(runs: Sequence[dict[str, Any]], task: str, members: Sequence[int],
+              metric: str, resamples: int) -> dict[int, set[int]]:
+    """i -> the runs that run i beats significantly on ``task`` (paired bootstrap)."""
+    beats: dict[int, set[int]] = {i: set() for i in members}
+    if metric not in TESTABLE:
+        return beats
+    for k, i in enumerate(members):
+        for j in members[k + 1:]:
+            d = significance.paired(runs[i]["tasks"][task], runs[j]["tasks"][task], resamples)
+            if d is not None and d["sign"] > 0:
+                beats[j].add(i)
+            elif d is not None and d["sign"] < 0:
+                beats[i].add(j)
+    return beats
+
+
+def build_table(runs: Sequence[dict[str, Any]], labels: Sequence[str], tasks: Sequence[str],
+                resamples: int = 1000) -> tuple[list[list[str]], list[str], list[dict]]:
+    """Rows of cells (task, one per run), notes on incomparable cells, and raw numbers.
+
+    Numbers have the metric's fixed decimals; the best of a row is bold only when it is
+    significantly better than every other comparable run (``BOLD_NOTE``)."""
     rows, notes, raw = [], [], []
     for task in tasks:
         present = [i for i, run in enumerate(runs) if task in run["tasks"]]
@@ -100,23 +133,25 @@ def build_table(runs: Sequence[dict[str, Any]], labels: Sequence[str], tasks: Se
                   for i in present}
         keys = {i: comparability_key(runs[i], task) for i in present}
         reference = keys[present[0]]
-        sign = -1 if values[present[0]][0] in LOWER_IS_BETTER else 1
-        best = max(present, key=lambda i: sign * values[i][1])
+        metric = values[present[0]][0]
+        comparable = [i for i in present if keys[i] == reference and values[i][0] == metric]
+        beats = _pairwise(runs, task, comparable, metric, resamples)
+        sign = -1 if metric in LOWER_IS_BETTER else 1
+        best = max(comparable, key=lambda i: sign * values[i][1])
+        bold = len(comparable) > 1 and beats[best] == set(comparable) - {best}
         first = runs[present[0]]["tasks"][task]
         chance = chance_of(first)
-        cells = [f"{task} ({values[present[0]][0]}"
-                 + (f"; chance {chance:.{2 if chance < 10 else 1}f})" if chance is not None
-                    else ")")]
+        cells = [f"{task} ({metric}"
+                 + (f"; chance {numbers.fmt(chance, metric)})" if chance is not None else ")")]
         for i in range(len(runs)):
             if i not in values:
                 cells.append("–")
                 continue
             name, value, ci = values[i]
             result = runs[i]["tasks"][task]
-            text = f"{value:.2f}"
+            text = numbers.fmt(value, name)
             if ci:
-                digits = 2 if name in LOWER_IS_BETTER else 1
-                text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+                text += " " + numbers.fmt_ci(ci, name)
             at_chance = covers_chance(result, ci)
             if at_chance:
                 text += f" {AT_CHANCE}"
@@ -124,8 +159,10 @@ def build_table(runs: Sequence[dict[str, Any]], labels: Sequence[str], tasks: Se
             skipped = skipped_count(result)
             if skipped:
                 text += f" ({skipped} skipped)"
-            if i == best and len(present) > 1:
+            if bold and i == best:
                 text = f"**{text}**"
+                if BOLD_NOTE not in notes:
+                    notes.append(BOLD_NOTE)
             if keys[i] != reference:
                 text += " †"
                 notes.append(f"† {labels[i]} on {task}: vocabulary/mode/sampling/n "
@@ -137,7 +174,9 @@ def build_table(runs: Sequence[dict[str, Any]], labels: Sequence[str], tasks: Se
             raw.append({"task": task, "run": labels[i], "metric": name, "value": value,
                         "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
                         "n": result["n"], "skipped": skipped, "chance": chance_of(result),
-                        "covers_chance": at_chance, "comparable": keys[i] == reference})
+                        "covers_chance": at_chance, "comparable": keys[i] == reference,
+                        "significant_best": bold and i == best,
+                        "better_than": sorted(labels[j] for j in beats.get(i, ()))})
         rows.append(cells)
     return rows, notes, raw
 
@@ -157,9 +196,11 @@ def run_summary(run: dict[str, Any]) -> str:
         skipped = result.get("data", {}).get("skipped", {})
         lines.append("| " + " | ".join([
             task, result.get("split", ""), name,
-            f"{value:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""), str(result["n"]),
+            numbers.fmt(value, name) + (" " + numbers.fmt_ci(ci, name) if ci else ""),
+            str(result["n"]),
             f"{sum(skipped.values())} ({describe_counts(skipped)})" if skipped else "0",
-            "–" if chance is None else f"{chance:.2f}",
+            # The chance level is exact: at least two decimals (30.00 % of a 1-in-3.33 pick).
+            "–" if chance is None else f"{chance:.{max(2, numbers.decimals(name))}f}",
             AT_CHANCE if covers_chance(result, ci) else ""]) + " |")
     lines += ["", AT_CHANCE_NOTE]
     for task, message in run.get("failed", {}).items():
@@ -169,33 +210,55 @@ def run_summary(run: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(raw: list[dict], labels: Sequence[str], title: str, path: str) -> None:
-    import matplotlib
+READING_GUIDE = (
+    "How to read: each number has the metric's fixed decimals (accuracy % and pass@1 one, "
+    "BLEU 0–100 two, loss in nats/token three) and its 95% bootstrap interval over examples; "
+    "n = examples (documents for loss). "
+    + BOLD_NOTE + " In the panels, each task and metric has its own axis and unit, the dashed "
+    "line is the exact chance level, and a bracket with * joins two models whose paired "
+    "difference is significant (the dotted end is the better one). 'ours vs paper': "
+    "consistent = our 95% interval covers the paper's value; differs = it does not; analogue "
+    "= our stand-in task on another data set, so only the direction of differences compares.")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
-    tasks = list(dict.fromkeys(r["task"] for r in raw))
-    width = 0.8 / max(1, len(labels))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks)), 4))
-    for j, label in enumerate(labels):
-        entries = {r["task"]: r for r in raw if r["run"] == label}
-        xs = np.arange(len(tasks)) + j * width
-        values = [entries[t]["value"] if t in entries else 0 for t in tasks]
-        errors = np.array([[entries[t]["value"] - entries[t]["ci_low"],
-                            entries[t]["ci_high"] - entries[t]["value"]]
-                           if t in entries and entries[t]["ci_low"] is not None else [0, 0]
-                           for t in tasks]).T
-        ax.bar(xs, values, width, yerr=errors, capsize=3, label=label)
-    ax.set_xticks(np.arange(len(tasks)) + width * (len(labels) - 1) / 2)
-    ax.set_xticklabels([t.removeprefix("eval_") for t in tasks], rotation=20)
-    ax.set_ylabel("score (95% CI)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def table_section(title: str, runs: Sequence[dict[str, Any]], labels: Sequence[str],
+                  tasks: Sequence[str], report_dir: str, name: str,
+                  paper_table: str | None = None, resamples: int = 1000
+                  ) -> tuple[list[document.Block], dict[str, Any]]:
+    """A table's blocks (numbers, notes, panels, the paper beside us) and the JSON behind them;
+    writes its panels as REPORT_DIR/NAME.png and one PNG per panel, and NAME.csv."""
+    rows, notes, raw = build_table(runs, labels, tasks, resamples)
+    data: dict[str, Any] = {"title": title, "labels": list(labels), "numbers": raw}
+    if not rows:
+        return [], data
+    blocks = [document.heading(title),
+              document.table(["task (metric)"] + list(labels), rows)]
+    blocks += [document.paragraph(note) for note in notes]
+    base = os.path.join(report_dir, name)
+    with open(base + ".csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(raw[0]))
+        writer.writeheader()
+        writer.writerows({**r, "better_than": ";".join(r["better_than"])} for r in raw)
+    data["panels"] = [os.path.basename(p) for p in panels.write_panels(raw, labels, title, base)]
+    blocks.append(document.image(name + ".png", title))
+    if paper_table is not None and paper_table in paper.load()["tables"]:
+        records = paper.beside_paper(paper_table, runs, labels)
+        data["paper"] = records
+        blocks += [document.heading(f"{title}: the paper beside us", 3),
+                   document.paragraph(f"Published values: {records[0]['citation']} (one run, "
+                                      "no intervals)."),
+                   document.table(paper.PAPER_HEADER, paper.markdown_rows(records))]
+    return blocks, data
+
+
+def claims_section(comparisons: Sequence[dict[str, Any]]
+                   ) -> tuple[list[document.Block], list[dict[str, Any]]]:
+    """The paper's claims marked reproduced / contradicted / not resolved (see ``claims``)."""
+    marks = claims.claim_marks(comparisons)
+    rows = [[m["claim"], f"**{m['mark']}**", m["evidence"]] for m in marks]
+    return [document.heading("The paper's claims at this scale"),
+            document.paragraph(claims.__doc__.split("\n\n")[1].replace("\n", " ").strip()),
+            document.table(["claim", "mark", "paired comparisons (95%)"], rows)], marks
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,10 +269,14 @@ def _main(argv: list[str]) -> int:
     parser = cli.ArgumentParser(prog="python -m codereason_jax.report",
                                 description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", help="results JSON files of evaluate")
-    parser.add_argument("--labels", help="comma-separated column names (default: file names)")
+    parser.add_argument("--labels", help="comma-separated column names (default: file names); "
+                        "NL, CODE, NN, NC, CN, CC, Uniform, Stepwise Inc., Stepwise Dec. (or the "
+                        "paper's column names) are matched to the paper's tables and claims")
     parser.add_argument("--tables", default="all",
                         help=f"comma-separated tables among {sorted(TABLES)}, or all")
     parser.add_argument("--output_dir", default="report")
+    parser.add_argument("--resamples", type=int, default=1000,
+                        help="paired bootstrap resamples behind bold marks, panels and claims")
     args = parser.parse_args(argv)
 
     runs = []
@@ -220,43 +287,56 @@ def _main(argv: list[str]) -> int:
         except (OSError, json.JSONDecodeError) as err:
             print(f"error: cannot read results file {path}: {err}", file=sys.stderr)
             return 2
+        if not isinstance(runs[-1], dict) or not isinstance(runs[-1].get("tasks"), dict):
+            print(f"error: {path} is not a results file of evaluate (no 'tasks').",
+                  file=sys.stderr)
+            return 2
     labels = args.labels.split(",") if args.labels else [
         os.path.basename(os.path.dirname(os.path.abspath(p))) or p for p in args.results]
     if len(labels) != len(runs):
         print(f"error: {len(labels)} labels for {len(runs)} results files.", file=sys.stderr)
+        return 2
+    if len(set(labels)) != len(labels):
+        print(f"error: labels must differ, got {labels} (pass --labels).", file=sys.stderr)
         return 2
     names = sorted(TABLES) if args.tables == "all" else args.tables.split(",")
     unknown = [n for n in names if n not in TABLES]
     if unknown:
         print(f"error: unknown tables {unknown}; choose from {sorted(TABLES)}.", file=sys.stderr)
         return 2
+    if args.resamples < 1:
+        print(f"error: --resamples must be >= 1, got {args.resamples}.", file=sys.stderr)
+        return 2
     os.makedirs(args.output_dir, exist_ok=True)
-    written = 0
+    blocks = [document.heading("Evaluation report", 1), document.paragraph(READING_GUIDE)]
+    data: dict[str, Any] = {"runs": labels, "results": list(args.results), "tables": {}}
     for name in names:
         title, tasks = TABLES[name]
-        rows, notes, raw = build_table(runs, labels, tasks)
-        if not rows:
+        section, table_data = table_section(title, runs, labels, tasks, args.output_dir,
+                                            f"table_{name}", paper_table=name,
+                                            resamples=args.resamples)
+        if not section:
             continue
-        header = ["task"] + list(labels)
-        markdown = [f"## {title}", "", "| " + " | ".join(header) + " |",
-                    "|" + "---|" * len(header)]
-        markdown += ["| " + " | ".join(r) + " |" for r in rows]
-        markdown += [""] + notes
-        base = os.path.join(args.output_dir, f"table_{name}")
-        with open(base + ".md", "w") as f:
-            f.write("\n".join(markdown) + "\n")
-        with open(base + ".csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(raw[0]))
-            writer.writeheader()
-            writer.writerows(raw)
-        _plot(raw, labels, title, base + ".png")
-        print("\n".join(markdown) + "\n")
-        written += 1
-    if not written:
+        data["tables"][name] = table_data
+        with open(os.path.join(args.output_dir, f"table_{name}.md"), "w") as f:
+            f.write(document.to_markdown(section))
+        print(document.to_markdown(section))
+        blocks += section
+    if not data["tables"]:
         print("error: none of the chosen tables has a task present in these results.",
               file=sys.stderr)
         return 2
-    print(f"wrote {written} table(s) to {args.output_dir}")
+    comparisons = claims.claim_comparisons(dict(zip(labels, runs)), args.resamples)
+    if comparisons:
+        section, data["claims"] = claims_section(comparisons)
+        data["claim_comparisons"] = comparisons
+        blocks += section
+        print(document.to_markdown(section))
+    written = document.write(blocks, args.output_dir, "report", "Evaluation report")
+    with open(os.path.join(args.output_dir, "report.json"), "w") as f:
+        json.dump(data, f, indent=1, ensure_ascii=False)
+    print(f"wrote {len(data['tables'])} table(s) to {args.output_dir}: {written[0]}, "
+          f"{written[1]} and report.json")
     return 0
 
 
