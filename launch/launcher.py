@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import getpass
+import json
 import os
+import re
 import shlex
+import socket
 import sys
 import time
 from typing import Callable
 
+from launch import startup
 from launch.runner import Result, Runner
 from launch.topology import (LaunchError, TpuType, check_run_fits_slice, gin_bindings,
                              resolve_gin_path, tpu_type)
@@ -18,16 +24,68 @@ from launch.worker_layout import (ALIVE, LOCAL_TARBALL, REMOTE_LOG, REMOTE_LOGS,
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+WORK_DIR = os.path.join(ROOT, "dist")  # local files the commands upload (code, startup script)
+
 # Node states (TPU API v2) and queued-resource states, grouped by what resume does with them.
+# Only a terminal state leads to deletion: a node whose VMs are gone for good (PREEMPTED,
+# TERMINATED), or a queued resource that is itself SUSPENDED or FAILED. A queued resource's node
+# is never judged on its own: while the request is ACTIVE its node is repaired or restarted,
+# and a preempted node moves the request to SUSPENDED. Everything else is waited out, and a
+# state nobody knows yet counts as busy: waiting never destroys capacity.
 NODE_READY = {"READY"}
-NODE_GONE = {"PREEMPTED", "TERMINATED", "STOPPED", "STOPPING", "SUSPENDED", "SUSPENDING",
-             "HIDDEN", "HIDING"}
+NODE_GONE = {"PREEMPTED", "TERMINATED"}
+NODE_HELD = {"STOPPED", "SUSPENDED", "HIDDEN"}  # kept on purpose: a person starts or deletes it
 NODE_BUSY = {"CREATING", "STARTING", "RESTARTING", "REIMAGING", "REPAIRING", "DELETING",
-             "UNHIDING", "UNKNOWN"}
+             "STOPPING", "SUSPENDING", "HIDING", "UNHIDING", "UNKNOWN", "STATE_UNSPECIFIED"}
 QR_READY = {"ACTIVE"}
-QR_GONE = {"SUSPENDED", "SUSPENDING", "FAILED"}
-QR_BUSY = {"CREATING", "ACCEPTED", "WAITING_FOR_RESOURCES", "PROVISIONING", "DELETING"}
+QR_GONE = {"SUSPENDED", "FAILED"}
+QR_BUSY = {"CREATING", "ACCEPTED", "WAITING_FOR_RESOURCES", "PROVISIONING", "SUSPENDING",
+           "DELETING", "STATE_UNSPECIFIED"}
 NOT_FOUND = "NOT_FOUND"
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+AUTOCHECKPOINT_GENERATIONS = ("v4", "v5litepod")  # Cloud TPU Autocheckpoint (preview)
+
+# gcloud reports an API error as `ERROR: (gcloud.GROUP.COMMAND) STATUS: message`.
+_GCLOUD_ERROR = re.compile(r"^ERROR: \(gcloud[.\w-]*\)(.*)$", re.M)
+_PERMANENT = ("PERMISSION_DENIED", "UNAUTHENTICATED", "INVALID_ARGUMENT",
+              "do not currently have an active account", "gcloud auth login",
+              "Reauthentication")
+_ABSENT_OBJECT = ("matched no objects", "No URLs matched")
+
+
+def classify_failure(result: Result) -> str:
+    """``not_found`` only for gcloud's own NOT_FOUND (404) answer; ``permanent`` for what
+    waiting cannot fix (gcloud missing, authentication, permissions, a bad argument);
+    ``transient`` for the rest (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, 429, a dropped
+    connection, anything unrecognised), which is retried. "command not found" from a shell is
+    not a NOT_FOUND: only the API's answer proves a resource is gone."""
+    if result.returncode in (126, 127):
+        return "permanent"
+    errors = " ".join(m.group(1) for m in _GCLOUD_ERROR.finditer(result.stderr))
+    if re.search(r"\bNOT_FOUND\b|\b404\b", errors) or any(
+            marker in errors for marker in _ABSENT_OBJECT):
+        return "not_found"
+    if any(marker in result.stderr for marker in _PERMANENT):
+        return "permanent"
+    return "transient"
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of gcloud's stderr: one `error:` line, not a dump."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no message)"
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def _info(message: str) -> None:
@@ -45,6 +103,8 @@ class Launcher:
         self.runner = runner
         self.sleep = sleep
         self.clock = clock
+        self.work_dir = WORK_DIR
+        self._code: dict | None = None
 
     # ------------------------------------------------------------------ building blocks
 
@@ -75,21 +135,42 @@ class Launcher:
             raise LaunchError("--accelerator_type is required (e.g. v4-32).")
         return tpu_type(self.args.accelerator_type)
 
+    def autocheckpoint(self) -> bool:
+        """Ask Cloud TPU for Autocheckpoint (a SIGTERM before maintenance, on which the trainer
+        saves) where it is offered: unattended runs on v4 and v5e, unless turned off."""
+        a = self.args
+        return (bool(getattr(a, "unattended", False)) and not getattr(a, "no_autocheckpoint", False)
+                and self.tpu().generation.name in AUTOCHECKPOINT_GENERATIONS)
+
+    def startup_path(self) -> str:
+        return os.path.join(self.work_dir, f"startup-{self.args.name}.sh")
+
     def create_commands(self) -> list[list[str]]:
         a, tpu = self.args, self.tpu()
         version = a.version or tpu.runtime_version
+        extra: list[str] = []
+        alpha = bool(a.best_effort)
+        if getattr(a, "unattended", False):
+            extra += [f"--metadata-from-file=startup-script={self.startup_path()}",
+                      f"--scopes={CLOUD_PLATFORM_SCOPE}"]
+            if a.service_account:
+                extra.append(f"--service-account={a.service_account}")
+            if self.autocheckpoint():
+                extra.append("--autocheckpoint-enabled")
+                alpha = True
         if a.queued:
             modes = [flag for flag, on in (("--spot", a.spot), ("--best-effort", a.best_effort),
                                            ("--reserved", a.reserved)) if on]
             return [self._queued("create", a.name, f"--node-id={a.name}",
                                  f"--accelerator-type={tpu.accelerator_type}",
-                                 f"--runtime-version={version}", *modes,
-                                 alpha=a.best_effort)]
+                                 f"--runtime-version={version}", *modes, *extra,
+                                 alpha=alpha)]
         if a.best_effort:
             raise LaunchError("--best_effort needs --queued (a queued-resource request).")
         modes = [flag for flag, on in (("--spot", a.spot), ("--reserved", a.reserved)) if on]
-        return [self._tpu_vm("create", a.name, f"--accelerator-type={tpu.accelerator_type}",
-                             f"--version={version}", *modes)]
+        argv = self._tpu_vm("create", a.name, f"--accelerator-type={tpu.accelerator_type}",
+                            f"--version={version}", *modes, *extra)
+        return [argv[:1] + ["alpha"] + argv[1:]] if alpha else [argv]
 
     def delete_commands(self) -> list[list[str]]:
         a = self.args
@@ -99,6 +180,8 @@ class Launcher:
 
     def create(self) -> None:
         _info(f"creating {self.tpu().describe()}")
+        if getattr(self.args, "unattended", False):
+            self.prepare_unattended()
         for argv in self.create_commands():
             self.runner.run(argv)
         if self.args.queued:  # the request returns at once; the slice comes when it comes
@@ -110,20 +193,52 @@ class Launcher:
 
     # --------------------------------------------------------------------------- state
 
+    def query_retrying(self, argv: list[str], pretend: Result = Result(0)) -> Result:
+        """A query whose transient failures are retried with exponential backoff (10 s,
+        20 s, ... at most 5 min apart, ``--api_retries`` times); a NOT_FOUND or a permanent
+        failure comes back at once, and so does the last failure when the retries run out."""
+        retries = int(getattr(self.args, "api_retries", 5))
+        for attempt in range(retries + 1):
+            result = self.runner.query(argv, dry_run_answer=pretend)
+            if result.returncode == 0 or classify_failure(result) != "transient":
+                return result
+            if attempt < retries:
+                delay = min(300.0, 10.0 * 2 ** attempt)
+                _info(f"{shlex.join(argv[:5])} ...: {last_line(result.stderr)}; retrying in "
+                      f"{delay:g} s ({attempt + 1} of {retries})")
+                self.sleep(delay)
+        return result
+
+    def _answer(self, argv: list[str], result: Result) -> str:
+        """The state in a describe answer, NOT_FOUND for a confirmed absence; anything else
+        raises with gcloud's own last line (and nothing is deleted)."""
+        if result.returncode == 0:
+            lines = result.stdout.strip().splitlines()
+            return lines[-1].strip() if lines else "UNKNOWN"
+        kind = classify_failure(result)
+        if kind == "not_found":
+            return NOT_FOUND
+        retries = int(getattr(self.args, "api_retries", 5))
+        why = f"after {retries} retries" if kind == "transient" else "not retried"
+        raise LaunchError(f"{self.args.name}: `{shlex.join(argv[:5])} ...` failed "
+                          f"({why}; nothing was changed): {last_line(result.stderr)}")
+
+    @staticmethod
+    def _pretend(dry_run_state: str | None) -> Result:
+        if dry_run_state == NOT_FOUND:
+            return Result(1, "", "ERROR: (gcloud.compute.tpus.describe) NOT_FOUND: not found")
+        return Result(0, f"{dry_run_state or 'READY'}\n", "")
+
     def state(self, dry_run_state: str | None = None) -> str:
         """READY/PREEMPTED/... of the node, or of the queued resource with --queued;
-        NOT_FOUND when it does not exist. Other failures (auth, API) raise LaunchError."""
+        NOT_FOUND when the API says it does not exist. Transient failures are retried; a
+        failure that persists, or cannot pass (auth, permissions), raises LaunchError."""
         argv = self.describe_queued() if self.args.queued else self.describe_node()
-        pretend = (Result(1, "", f"ERROR: {NOT_FOUND}: not found") if dry_run_state == NOT_FOUND
-                   else Result(0, f"{dry_run_state or 'READY'}\n", ""))
-        result = self.runner.query(argv, dry_run_answer=pretend)
-        if result.returncode == 0:
-            return result.stdout.strip().splitlines()[-1].strip() if result.stdout.strip() \
-                else "UNKNOWN"
-        if NOT_FOUND in result.stderr or "not found" in result.stderr.lower():
-            return NOT_FOUND
-        raise LaunchError(f"{shlex.join(argv)} failed ({result.returncode}): "
-                          f"{result.stderr.strip()}")
+        return self._answer(argv, self.query_retrying(argv, self._pretend(dry_run_state)))
+
+    def node_state(self, dry_run_state: str = "READY") -> str:
+        argv = self.describe_node()
+        return self._answer(argv, self.query_retrying(argv, self._pretend(dry_run_state)))
 
     def wait_for(self, wanted: set[str], fail: set[str] = frozenset(),
                  dry_run_state: str | None = None) -> str:
@@ -138,12 +253,47 @@ class Launcher:
             if state in fail:
                 raise LaunchError(f"{self.args.name} went to state {state} while waiting for "
                                   f"{'/'.join(sorted(wanted))}; run `resume` to recreate it.")
-            if self.clock() > deadline:
-                raise LaunchError(f"{self.args.name} still in state {state} after "
-                                  f"{self.args.wait_timeout_s:g} s of waiting for "
-                                  f"{'/'.join(sorted(wanted))}.")
-            _info(f"{self.args.name}: {state}; checking again in {self.args.poll_s:g} s")
-            self.sleep(self.args.poll_s)
+            self._nap(state, deadline, "/".join(sorted(wanted)))
+
+    def _nap(self, state: str, deadline: float, wanted: str) -> None:
+        if self.clock() > deadline:
+            raise LaunchError(f"{self.args.name} still {state} after {self.args.wait_timeout_s:g}"
+                              f" s of waiting for {wanted}; nothing was deleted.")
+        _info(f"{self.args.name}: {state}; checking again in {self.args.poll_s:g} s")
+        self.sleep(self.args.poll_s)
+
+    def settle(self) -> str:
+        """Wait until the TPU is usable or gone: READY (a node, or an ACTIVE queued resource
+        whose node is READY), a terminal state (NODE_GONE, or QR_GONE of the request itself),
+        or NOT_FOUND. Busy states are waited out; a node kept on purpose (STOPPED, ...)
+        raises. A dry run pretends ``--assume_state`` once, and READY after a busy one."""
+        a = self.args
+        deadline = self.clock() + a.wait_timeout_s
+        pretend = a.assume_state
+        while True:
+            state = self.state(dry_run_state=pretend)
+            _info(f"{a.name}: {state}")
+            if a.queued:
+                if state in QR_GONE | {NOT_FOUND}:
+                    return state
+                if state in QR_READY:
+                    node = self.node_state()
+                    if node in NODE_READY:
+                        return "READY"
+                    state = f"ACTIVE (node {node})"  # the request decides, not its node
+            else:
+                if state in NODE_READY | NODE_GONE | {NOT_FOUND}:
+                    return state
+                if state in NODE_HELD:
+                    raise LaunchError(
+                        f"{a.name} is {state}: it was stopped or set aside on purpose, and "
+                        "resume does not delete it. Start it (gcloud compute tpus tpu-vm start) "
+                        "or delete it, then resume.")
+            if self.runner.dry_run:
+                _info("(dry run: a real resume waits here until the state changes)")
+                pretend = "ACTIVE" if a.queued else "READY"
+                continue
+            self._nap(state, deadline, "READY or a terminal state")
 
     # ---------------------------------------------------------------------------- setup
 
@@ -153,12 +303,21 @@ class Launcher:
             raise LaunchError(f"--stage={a.stage} must be a gs:// path.")
         if a.data_from and not a.data_from.startswith("gs://"):
             raise LaunchError(f"--data_from={a.data_from} must be a gs:// path.")
-        # The committed tree (gin files, requirements, packages): what every worker runs.
-        archive = ["git", "-C", ROOT, "archive", "--format=tar.gz", "--prefix=codereason_jax/",
-                   f"--output={os.path.join(ROOT, LOCAL_TARBALL)}", a.ref]
-        commands = [["mkdir", "-p", os.path.join(ROOT, "dist")], archive]
+        commands: list[list[str]] = []
         fetch = []
-        if a.stage:
+        if getattr(a, "run_dir", None):  # the run's own code, stored at its first launch
+            self._check_run_dir()  # --ref/--stage with --run_dir are refused by parse_args
+            stored = self.code_urls()[0]
+            fetch = [f"gcloud storage cp {shlex.quote(stored)} {REMOTE_TARBALL}"]
+        else:
+            # The committed tree (gin files, requirements, packages): what every worker runs.
+            commands = [["mkdir", "-p", os.path.join(ROOT, "dist")],
+                        ["git", "-C", ROOT, "archive", "--format=tar.gz",
+                         "--prefix=codereason_jax/",
+                         f"--output={os.path.join(ROOT, LOCAL_TARBALL)}", a.ref]]
+        if getattr(a, "run_dir", None):
+            pass  # fetched from the run's folder in the bucket
+        elif a.stage:
             staged = a.stage.rstrip("/") + "/codereason_jax-src.tar.gz"
             commands.append(["gcloud", "storage", "cp", os.path.join(ROOT, LOCAL_TARBALL),
                              staged])
@@ -195,8 +354,137 @@ class Launcher:
         return commands
 
     def setup(self) -> None:
+        if getattr(self.args, "run_dir", None):
+            self.ensure_code()
         for argv in self.setup_commands():
             self.runner.run(argv)
+
+    # ------------------------------------------------------------------- the run's code
+
+    def code_urls(self) -> tuple[str, str]:
+        """(tarball, record) of the run's code in its launch/ folder."""
+        folder = startup.launch_dir(self.args.run_dir)
+        return f"{folder}/code.tar.gz", f"{folder}/code.json"
+
+    def ensure_code(self) -> dict:
+        """One code version per run. The first launch packs HEAD of a clean tree (``git
+        archive``) into the run's folder with ``code.json`` (commit, time, who); later
+        launches reuse it, and a different HEAD is refused, naming both commits, unless
+        ``--allow_code_change`` (which stores HEAD and keeps the earlier records). A record
+        that cannot be read for another reason than its absence stops here: it must never
+        look like a first launch."""
+        if self._code is not None:
+            return self._code
+        a = self.args
+        self._check_run_dir()
+        head_result = self.runner.query(["git", "-C", ROOT, "rev-parse", "--verify", "HEAD"],
+                                        dry_run_answer=Result(0, "HEAD\n"))
+        if head_result.returncode:
+            raise LaunchError(f"cannot read the commit of HEAD in {ROOT}: "
+                              f"{last_line(head_result.stderr)}")
+        head = head_result.stdout.strip()
+        tarball, record_url = self.code_urls()
+        absent = Result(1, "", "ERROR: (gcloud.storage.cat) The following URLs matched no "
+                        f"objects or files:\n-{record_url}")
+        stored = self.query_retrying(["gcloud", "storage", "cat", record_url], pretend=absent)
+        previous: list[dict] = []
+        if stored.returncode == 0:
+            try:
+                record = json.loads(stored.stdout)
+                commit = str(record["commit"])
+            except (ValueError, KeyError, TypeError):
+                raise LaunchError(f"{record_url} is not a code record of this launcher (no "
+                                  "commit in it); restore it or use another run directory."
+                                  ) from None
+            if commit == head:
+                _info(f"code: commit {head[:12]}, stored with the run at {record.get('time')}")
+                self._code = record
+                return record
+            if not getattr(a, "allow_code_change", False):
+                raise LaunchError(
+                    f"{a.run_dir} runs commit {commit[:12]} (stored {record.get('time')} by "
+                    f"{record.get('who')}), but HEAD is {head[:12]}. Check out {commit[:12]} "
+                    f"to go on with the run's code, or pass --allow_code_change to ship "
+                    f"{head[:12]} to this run from now on.")
+            _info(f"code: replacing commit {commit[:12]} by {head[:12]} (--allow_code_change)")
+            previous = [{k: v for k, v in record.items() if k != "previous"}]
+            previous += list(record.get("previous", []))
+        elif classify_failure(stored) != "not_found":
+            raise LaunchError(f"cannot read {record_url} (nothing was uploaded): "
+                              f"{last_line(stored.stderr)}")
+        status = self.runner.query(["git", "-C", ROOT, "status", "--porcelain",
+                                    "--untracked-files=no"], dry_run_answer=Result(0, ""))
+        dirty = bool(status.stdout.strip()) or status.returncode != 0
+        if dirty and not getattr(a, "allow_dirty", False):
+            raise LaunchError("the working tree has uncommitted changes (git status): a run's "
+                              "code is one commit. Commit them, or pass --allow_dirty to ship "
+                              "HEAD without them.")
+        record = {"commit": head, "time": utc_now(), "who": who(), "dirty_tree": dirty}
+        if previous:
+            record["previous"] = previous
+        local_tar = os.path.join(self.work_dir, f"code-{head[:12]}.tar.gz")
+        local_record = os.path.join(self.work_dir, f"code-{head[:12]}.json")
+        self.runner.run(["mkdir", "-p", self.work_dir])
+        self.runner.run(["git", "-C", ROOT, "archive", "--format=tar.gz",
+                         "--prefix=codereason_jax/", f"--output={local_tar}", head])
+        text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+        if self.runner.dry_run:
+            _info(f"{local_record} would hold: {json.dumps(record, sort_keys=True)}")
+        else:
+            with open(local_record, "w", encoding="utf-8") as f:
+                f.write(text)
+        self.runner.run(["gcloud", "storage", "cp", local_tar, tarball])
+        self.runner.run(["gcloud", "storage", "cp", local_record, record_url])
+        self._code = record
+        return record
+
+    # ----------------------------------------------------------------- unattended runs
+
+    def startup_script(self) -> str:
+        """The VMs' startup script for this run (launch/startup.sh.in filled in)."""
+        a, tpu = self.args, self.tpu()
+        train = self.train_argv()
+        env = ['CODEREASON_DATA_DIR="$DATA"' if not a.data_dir
+               else shlex.quote(f"CODEREASON_DATA_DIR={a.data_dir}")]
+        if a.tfds_dir:
+            env.append(shlex.quote(f"CODEREASON_TFDS_DIR={a.tfds_dir}"))
+        env += [shlex.quote(e) for e in a.env]
+        return startup.render(run_dir=a.run_dir, train_command=train[1:], env=env,
+                              devices=tpu.devices, local_devices=tpu.devices_per_host,
+                              hosts=tpu.hosts, max_attempts=a.max_attempts, python=a.python,
+                              data_from=getattr(a, "data_from", None))
+
+    def prepare_unattended(self) -> None:
+        """Store the code, write the startup script the VMs run at every boot, and keep a
+        copy of it with the run."""
+        self.ensure_code()
+        script, path = self.startup_script(), self.startup_path()
+        if self.autocheckpoint():
+            _info("Autocheckpoint requested: Cloud TPU sends SIGTERM before maintenance and "
+                  "the trainer saves its checkpoint")
+        else:
+            _info(f"no Autocheckpoint for {self.tpu().accelerator_type}: a maintenance event "
+                  "stops the VMs without notice; training resumes from the newest checkpoint")
+        if self.runner.dry_run:
+            _info(f"{path} would hold the startup script ({len(script.splitlines())} lines)")
+        else:
+            os.makedirs(self.work_dir, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(script)
+        self.runner.run(["gcloud", "storage", "cp", path,
+                         startup.launch_dir(self.args.run_dir) + "/startup.sh"])
+
+    def run_over(self) -> str | None:
+        """Why the run is over (its launch/STOP), or None while it is not."""
+        url = startup.launch_dir(self.args.run_dir) + "/STOP"
+        absent = Result(1, "", f"ERROR: (gcloud.storage.cat) The following URLs matched no "
+                        f"objects or files:\n-{url}")
+        result = self.query_retrying(["gcloud", "storage", "cat", url], pretend=absent)
+        if result.returncode == 0:
+            return result.stdout.strip() or "(no reason given)"
+        if classify_failure(result) == "not_found":
+            return None
+        raise LaunchError(f"cannot read {url}: {last_line(result.stderr)}")
 
     # ------------------------------------------------------------------------------ run
 
@@ -212,13 +500,7 @@ class Launcher:
             raise LaunchError("--gin_file is required (repeatable): the model, partitioning "
                               "and run files, e.g. --gin_file=gin/models/pangu_2_6b.gin "
                               "--gin_file=gin/partitioning/v4_32.gin")
-        if not a.run_dir:
-            raise LaunchError("--run_dir is required: a gs://BUCKET/... directory that every "
-                              "host shares (checkpoints, metrics, TensorBoard).")
-        if not a.run_dir.startswith("gs://") or not a.run_dir[5:].split("/")[0]:
-            raise LaunchError(f"--run_dir={a.run_dir} must be a GCS path gs://BUCKET/...: every "
-                              "host writes its shards of each checkpoint there, and it outlives "
-                              "a preempted VM.")
+        self._check_run_dir()
         gin_files = [self._repo_relative(path) for path in a.gin_file]
         bindings = [arg[len("--gin."):].replace("=", " = ", 1) for arg in a.gin_bindings]
         for line in check_run_fits_slice(tpu, gin_bindings(gin_files, bindings, ROOT)):
@@ -227,6 +509,16 @@ class Launcher:
         return ([f"{REMOTE_VENV}/bin/python", "-m", "codereason_jax.train"]
                 + [f"--gin_file={path}" for path in gin_files]
                 + [f"--multihost={multihost}", f"--run_dir={a.run_dir}"] + list(a.gin_bindings))
+
+    def _check_run_dir(self) -> None:
+        run_dir = self.args.run_dir
+        if not run_dir:
+            raise LaunchError("--run_dir is required: a gs://BUCKET/... directory that every "
+                              "host shares (checkpoints, metrics, TensorBoard).")
+        if not run_dir.startswith("gs://") or not run_dir[5:].split("/")[0]:
+            raise LaunchError(f"--run_dir={run_dir} must be a GCS path gs://BUCKET/...: every "
+                              "host writes its shards of each checkpoint there, and it outlives "
+                              "a preempted VM.")
 
     @staticmethod
     def _repo_relative(path: str) -> str:
@@ -263,6 +555,8 @@ class Launcher:
         return self.ssh(worker, tail)
 
     def run(self) -> None:
+        self.train_argv()  # validate the run before touching anything
+        self.ensure_code()
         self.runner.run(self.ssh("all", self.launch_script()))
         if not self.args.no_follow:
             _info("following worker 0's log (Ctrl-C stops following; training continues)")
@@ -308,46 +602,83 @@ class Launcher:
                 f"if {ALIVE}; then echo \"$(hostname): training (pid $(cat {REMOTE_PID}))\"; "
                 "else echo \"$(hostname): not training\"; fi",
                 f"tail -n 2 {REMOTE_LOG} 2>/dev/null || true")))
+        if getattr(self.args, "run_dir", None):  # an unattended run's record, VMs or not
+            self._check_run_dir()
+            over = self.run_over()
+            show = _info if self.runner.dry_run else print  # a dry run's stdout: commands
+            show(f"run: {'over: ' + over if over else 'not over'}")
+            attempts = startup.launch_dir(self.args.run_dir) + "/attempts/worker-*.tsv"
+            result = self.query_retrying(["gcloud", "storage", "cat", attempts])
+            for line in result.stdout.splitlines()[-self.args.lines:]:
+                show(line)
+
+    def log_url(self) -> str:
+        """A worker's log in the run's folder: the current attempt's, or ``--attempt``'s."""
+        a = self.args
+        worker = "*" if a.worker == "all" else a.worker
+        folder = startup.launch_dir(a.run_dir) + "/logs"
+        if a.attempt is not None:
+            folder += f"/attempt-{a.attempt}"
+        return f"{folder}/worker-{worker}.log"
 
     def logs(self) -> None:
-        self.runner.run(self.follow_command(self.args.worker, self.args.lines,
-                                            self.args.follow))
+        """From the bucket with --run_dir (also for VMs that no longer exist), else live
+        from the workers over ssh."""
+        a = self.args
+        if not a.run_dir:
+            if a.attempt is not None:
+                raise LaunchError("--attempt needs --run_dir: old attempts' logs are in the "
+                                  "bucket.")
+            self.runner.run(self.follow_command(a.worker, a.lines, a.follow))
+            return
+        self._check_run_dir()
+        if a.follow:
+            raise LaunchError("--follow streams from the workers; drop --run_dir for it "
+                              "(the bucket's copy is refreshed every minute).")
+        argv = ["gcloud", "storage", "cat", self.log_url()]
+        result = self.query_retrying(argv)
+        if result.returncode:
+            raise LaunchError(f"no log at {self.log_url()}: {last_line(result.stderr)}")
+        lines = result.stdout.splitlines()
+        for line in lines[-a.lines:] if a.lines else lines:
+            print(line)
 
     # --------------------------------------------------------------------------- resume
 
     def resume(self) -> None:
-        """Bring the job back after a preemption: recreate the TPU if it is gone, set it up
-        again, and relaunch into the same run directory (training restores the newest
-        checkpoint there). A job running on every worker is left alone."""
+        """Bring the job back after a preemption: recreate the TPU only if it is gone for good
+        (see ``settle``), set it up again from the run's stored code, and relaunch into the
+        same run directory (training restores the newest checkpoint there). A job running on
+        every worker is left alone. With --unattended a recreated slice starts itself."""
+        a = self.args
         tpu = self.tpu()
         self.train_argv()  # validate the run before touching anything
-        ready = QR_READY if self.args.queued else NODE_READY
-        state = self.state(dry_run_state=self.args.assume_state)
-        _info(f"{self.args.name}: {state}")
-        if state in NODE_BUSY | QR_BUSY:  # creating, provisioning, repairing, deleting
-            state = self.wait_for(ready | NODE_GONE | QR_GONE | {NOT_FOUND},
-                                  dry_run_state=sorted(ready)[0])
-            _info(f"{self.args.name}: {state}")
-        if self.args.queued and state in QR_READY:  # the request is ACTIVE; is its node?
-            node = self.runner.query(self.describe_node(), dry_run_answer=Result(0, "READY\n"))
-            node_state = node.stdout.strip() if node.returncode == 0 else NOT_FOUND
-            if node_state not in NODE_READY:
-                _info(f"{self.args.name}: queued resource ACTIVE, node {node_state}")
-                state = "SUSPENDED"
+        self.ensure_code()
+        if a.unattended:
+            over = self.run_over()
+            if over:
+                _info(f"the run is over ({over}); nothing to resume. Remove "
+                      f"{startup.launch_dir(a.run_dir)}/STOP to start it again.")
+                return
+        state = self.settle()
         if state in NODE_GONE | QR_GONE:
-            _info(f"{self.args.name} is {state}: deleting and recreating it")
+            _info(f"{a.name} is {state}: deleting and recreating it")
             self.delete()
-            if self.args.queued:
+            if a.queued:
                 self.wait_for({NOT_FOUND})
             state = NOT_FOUND
         fresh = state == NOT_FOUND
         if fresh:
             self.create()
-        elif state not in ready:
-            raise LaunchError(f"{self.args.name} is in state {state}; resume does not know what "
-                              "to do with it. Inspect it with `status`, or `delete` it.")
+            if a.unattended:
+                _info("the VMs set up and start training by themselves (startup script); "
+                      f"read their logs with `logs --run_dir={a.run_dir}`")
+                return
+        elif a.unattended:
+            _info(f"{a.name} is READY and runs the job itself (startup script); see `status`")
+            return
         running = 0
-        if fresh or self.args.force_setup:
+        if fresh or a.force_setup:
             if not fresh:
                 running, _ = self.train_states(tpu.hosts)
                 if running:
@@ -358,10 +689,12 @@ class Launcher:
             running, _ = self.train_states(tpu.hosts)
             if running == tpu.hosts:
                 _info(f"training is running on all {tpu.hosts} workers; nothing to resume")
-                if not self.args.no_follow:
+                if not a.no_follow:
                     self.runner.run(self.follow_command())
                 return
         if running:  # some workers lost their process: the others hang in collectives
             _info(f"training runs on {running} of {tpu.hosts} workers; stopping it everywhere")
             self.stop()
-        self.run()
+        self.runner.run(self.ssh("all", self.launch_script()))
+        if not a.no_follow:
+            self.runner.run(self.follow_command())

@@ -34,7 +34,11 @@ class Runner:
             print(shlex.join(argv), file=self.out, flush=True)
             return
         print(f"+ {shlex.join(argv)}", file=sys.stderr, flush=True)
-        code = subprocess.call(argv)
+        try:
+            code = subprocess.call(argv)
+        except FileNotFoundError:
+            raise LaunchError(f"{argv[0]} is not installed (or not on PATH): {shlex.join(argv)}"
+                              ) from None
         if code:
             raise LaunchError(f"command failed with exit status {code}: {shlex.join(argv)}")
 
@@ -44,5 +48,8 @@ class Runner:
         if self.dry_run:
             print(shlex.join(argv), file=self.out, flush=True)
             return dry_run_answer
-        completed = subprocess.run(argv, capture_output=True, text=True)
+        try:
+            completed = subprocess.run(argv, capture_output=True, text=True)
+        except FileNotFoundError:  # what a shell reports as status 127: never retried
+            return Result(127, "", f"{argv[0]}: command not found")
         return Result(completed.returncode, completed.stdout, completed.stderr)
