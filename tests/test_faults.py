@@ -68,11 +68,17 @@ def launch(gin_file, run_dir, *bindings, failpoint=None, stderr_path=None):
 
 
 def until_paused(process) -> str:
-    """Read the run's output until it reports the failpoint (it is then stopped there)."""
+    """Read the run's output until it reports the failpoint, then wait until it has stopped
+    itself there: the line is printed just before the SIGSTOP, and a signal sent in between
+    would be handled before the stop and leave the run stopped for good."""
     seen = []
     for line in process.stdout:
         seen.append(line)
         if line.startswith("failpoint: paused at step"):
+            _, status = os.waitpid(process.pid, os.WUNTRACED)
+            if not os.WIFSTOPPED(status):
+                process.returncode = os.waitstatus_to_exitcode(status)
+                raise AssertionError("the run ended at its failpoint:\n" + "".join(seen))
             return "".join(seen)
     process.wait()
     raise AssertionError("the run ended before its failpoint:\n" + "".join(seen))
