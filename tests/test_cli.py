@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -19,17 +18,29 @@ def run(*args, timeout=120):
                           capture_output=True, timeout=timeout)
 
 
+# Runs a command and prints its exit code and peak RSS (KiB). Linux records a forked child's
+# memory high-water mark from the image it was forked from, so measuring straight from pytest
+# (gigabytes after the suite has run a while) would report pytest's size: this small launcher
+# forks the command instead.
+_MEASURE = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(p.pid, 0)
+print("MEASURED", os.waitstatus_to_exitcode(status), usage.ru_maxrss, flush=True)
+"""
+
+
 def run_measured(*args):
-    """(exit code, stdout, peak resident memory in bytes) of one command's own process."""
+    """(exit code, output, peak resident memory in bytes) of one command's own process."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    with tempfile.TemporaryFile("w+") as out:
-        process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, text=True,
-                                   stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        return process.returncode, out.read(), usage.ru_maxrss * 1024  # Linux: KiB
+    done = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", *args],
+                          cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=1800)
+    out, _, last = done.stdout.rstrip("\n").rpartition("\n")
+    tag, code, peak_kib = last.split()
+    assert tag == "MEASURED", done.stdout
+    return int(code), out, int(peak_kib) * 1024  # Linux: KiB
 
 
 def test_model_info_13b_is_abstract():
