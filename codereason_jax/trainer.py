@@ -17,7 +17,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -32,6 +31,7 @@ from codereason_jax.losses import cross_entropy
 from codereason_jax.model import PanGuConfig, PanGuDecoder
 from codereason_jax.optim import OptimizerConfig
 from codereason_jax.prefetch import Prefetcher
+from codereason_jax.preemption import Preemption
 from seqio_tasks.mixing import DEFAULT_ROW_SHUFFLE_BUFFER
 
 if TYPE_CHECKING:  # Orbax and gin only where a run is set up: the train step needs neither
@@ -210,57 +210,6 @@ def parameter_table(boxed: Any, shardings: Any) -> str:
     return "\n".join(lines)
 
 
-class _Preemption:
-    """A preemption notice (SIGTERM) stops the loop at a step every host agrees on.
-
-    One process: a SIGTERM handler sets a flag, read after each step. Several processes
-    (``jax.distributed``): the notice reaches the hosts at different steps, and a host that saved
-    and left while another entered the next step would leave both waiting for ever. JAX's
-    preemption service (on by default with ``jax.distributed``) catches SIGTERM itself, tells the
-    coordinator, and ``multihost_utils.reached_preemption_sync_point(step)`` becomes true on
-    every host at the same step: no collective per step. Our own handler is then not installed,
-    as it would replace the service's."""
-
-    def __init__(self):
-        self.requested = False
-        self._service = False
-        self._previous = None
-        if jax.process_count() > 1:
-            from jax._src import distributed
-
-            self._service = distributed.global_state.preemption_sync_manager is not None
-        if not self._service:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    @property
-    def how(self) -> str:
-        return (" (step agreed by every host through JAX's preemption service)"
-                if self._service else "")
-
-    def _handle(self, signum, frame):
-        del signum, frame
-        self.requested = True
-
-    def restore(self):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-    def reached(self, step: int) -> bool:
-        """Whether to save and stop after ``step``: the same answer on every process."""
-        if self._service:
-            from jax.experimental import multihost_utils
-
-            return multihost_utils.reached_preemption_sync_point(step)
-        if jax.process_count() == 1:
-            return self.requested
-        # Several processes without the preemption service (jax_enable_preemption_service
-        # off): agree with a collective every step.
-        import numpy as np
-        from jax.experimental import multihost_utils
-
-        return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
-
-
 class _Peeked:
     """An iterator with its first item already taken (to check the data before the run
     directory exists), yielding it first; attributes fall through (``plan``, ``streams``)."""
@@ -419,7 +368,7 @@ def _check_resume_meta(meta: dict, expected: dict, config: TrainConfig, run_dir:
 def _loop(step_fn, params, opt_state, data, start_step, config, model_config, learning_rate,
           checkpoints, meta_base, batch_sharding, run_dir, is_chief, metrics_lib, peak,
           evaluator, failpoints):
-    preemption = _Preemption()
+    preemption = Preemption()
     writer = metrics_lib.MetricsWriter(paths.join(run_dir, "tensorboard"), enabled=is_chief)
     progress = metrics_lib.Progress(config.num_steps, start_step=start_step) if is_chief else None
     flops_per_token = metrics_lib.training_flops_per_token(model_config, config.sequence_length)
