@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import datetime
-import getpass
-import json
 import os
-import re
 import shlex
-import socket
-import sys
 import time
 from typing import Callable
 
 from launch import startup
+from launch.gcloud import classify_failure, info, last_line
+from launch.run_code import ROOT as ROOT
+from launch.run_code import RunCode
+from launch.unattended import Unattended
 from launch.runner import Result, Runner
 from launch.topology import (LaunchError, TpuType, check_run_fits_slice, gin_bindings,
                              resolve_gin_path, tpu_type)
 from launch.worker_layout import (ALIVE, LOCAL_TARBALL, REMOTE_LOG, REMOTE_LOGS, REMOTE_PID,
                                   REMOTE_SRC, REMOTE_TARBALL, REMOTE_VENV, STATE_MARK, shell_line,
                                   worker_data_dir)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WORK_DIR = os.path.join(ROOT, "dist")  # local files the commands upload (code, startup script)
 
@@ -45,55 +41,8 @@ NOT_FOUND = "NOT_FOUND"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 AUTOCHECKPOINT_GENERATIONS = ("v4", "v5litepod")  # Cloud TPU Autocheckpoint (preview)
 
-# gcloud reports an API error as `ERROR: (gcloud.GROUP.COMMAND) STATUS: message`.
-_GCLOUD_ERROR = re.compile(r"^ERROR: \(gcloud[.\w-]*\)(.*)$", re.M)
-_PERMANENT = ("PERMISSION_DENIED", "UNAUTHENTICATED", "INVALID_ARGUMENT",
-              "do not currently have an active account", "gcloud auth login",
-              "Reauthentication")
-_ABSENT_OBJECT = ("matched no objects", "No URLs matched")
 
-
-def classify_failure(result: Result) -> str:
-    """``not_found`` only for gcloud's own NOT_FOUND (404) answer; ``permanent`` for what
-    waiting cannot fix (gcloud missing, authentication, permissions, a bad argument);
-    ``transient`` for the rest (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, 429, a dropped
-    connection, anything unrecognised), which is retried. "command not found" from a shell is
-    not a NOT_FOUND: only the API's answer proves a resource is gone."""
-    if result.returncode in (126, 127):
-        return "permanent"
-    errors = " ".join(m.group(1) for m in _GCLOUD_ERROR.finditer(result.stderr))
-    if re.search(r"\bNOT_FOUND\b|\b404\b", errors) or any(
-            marker in errors for marker in _ABSENT_OBJECT):
-        return "not_found"
-    if any(marker in result.stderr for marker in _PERMANENT):
-        return "permanent"
-    return "transient"
-
-
-def last_line(text: str) -> str:
-    """The last non-empty line of gcloud's stderr: one `error:` line, not a dump."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no message)"
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def who() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
-def _info(message: str) -> None:
-    """Progress and plans go to stderr: stdout of a dry run holds only commands."""
-    print(message, file=sys.stderr, flush=True)
-
-
-class Launcher:
+class Launcher(RunCode, Unattended):
     """Builds the gcloud commands of each subcommand and sends them through a Runner."""
 
     def __init__(self, args: argparse.Namespace, runner: Runner,
@@ -179,7 +128,7 @@ class Launcher:
         return [self._tpu_vm("delete", a.name, "--quiet")]
 
     def create(self) -> None:
-        _info(f"creating {self.tpu().describe()}")
+        info(f"creating {self.tpu().describe()}")
         if getattr(self.args, "unattended", False):
             self.prepare_unattended()
         for argv in self.create_commands():
@@ -204,7 +153,7 @@ class Launcher:
                 return result
             if attempt < retries:
                 delay = min(300.0, 10.0 * 2 ** attempt)
-                _info(f"{shlex.join(argv[:5])} ...: {last_line(result.stderr)}; retrying in "
+                info(f"{shlex.join(argv[:5])} ...: {last_line(result.stderr)}; retrying in "
                       f"{delay:g} s ({attempt + 1} of {retries})")
                 self.sleep(delay)
         return result
@@ -259,7 +208,7 @@ class Launcher:
         if self.clock() > deadline:
             raise LaunchError(f"{self.args.name} still {state} after {self.args.wait_timeout_s:g}"
                               f" s of waiting for {wanted}; nothing was deleted.")
-        _info(f"{self.args.name}: {state}; checking again in {self.args.poll_s:g} s")
+        info(f"{self.args.name}: {state}; checking again in {self.args.poll_s:g} s")
         self.sleep(self.args.poll_s)
 
     def settle(self) -> str:
@@ -272,7 +221,7 @@ class Launcher:
         pretend = a.assume_state
         while True:
             state = self.state(dry_run_state=pretend)
-            _info(f"{a.name}: {state}")
+            info(f"{a.name}: {state}")
             if a.queued:
                 if state in QR_GONE | {NOT_FOUND}:
                     return state
@@ -290,7 +239,7 @@ class Launcher:
                         "resume does not delete it. Start it (gcloud compute tpus tpu-vm start) "
                         "or delete it, then resume.")
             if self.runner.dry_run:
-                _info("(dry run: a real resume waits here until the state changes)")
+                info("(dry run: a real resume waits here until the state changes)")
                 pretend = "ACTIVE" if a.queued else "READY"
                 continue
             self._nap(state, deadline, "READY or a terminal state")
@@ -359,133 +308,6 @@ class Launcher:
         for argv in self.setup_commands():
             self.runner.run(argv)
 
-    # ------------------------------------------------------------------- the run's code
-
-    def code_urls(self) -> tuple[str, str]:
-        """(tarball, record) of the run's code in its launch/ folder."""
-        folder = startup.launch_dir(self.args.run_dir)
-        return f"{folder}/code.tar.gz", f"{folder}/code.json"
-
-    def ensure_code(self) -> dict:
-        """One code version per run. The first launch packs HEAD of a clean tree (``git
-        archive``) into the run's folder with ``code.json`` (commit, time, who); later
-        launches reuse it, and a different HEAD is refused, naming both commits, unless
-        ``--allow_code_change`` (which stores HEAD and keeps the earlier records). A record
-        that cannot be read for another reason than its absence stops here: it must never
-        look like a first launch."""
-        if self._code is not None:
-            return self._code
-        a = self.args
-        self._check_run_dir()
-        head_result = self.runner.query(["git", "-C", ROOT, "rev-parse", "--verify", "HEAD"],
-                                        dry_run_answer=Result(0, "HEAD\n"))
-        if head_result.returncode:
-            raise LaunchError(f"cannot read the commit of HEAD in {ROOT}: "
-                              f"{last_line(head_result.stderr)}")
-        head = head_result.stdout.strip()
-        tarball, record_url = self.code_urls()
-        absent = Result(1, "", "ERROR: (gcloud.storage.cat) The following URLs matched no "
-                        f"objects or files:\n-{record_url}")
-        stored = self.query_retrying(["gcloud", "storage", "cat", record_url], pretend=absent)
-        previous: list[dict] = []
-        if stored.returncode == 0:
-            try:
-                record = json.loads(stored.stdout)
-                commit = str(record["commit"])
-            except (ValueError, KeyError, TypeError):
-                raise LaunchError(f"{record_url} is not a code record of this launcher (no "
-                                  "commit in it); restore it or use another run directory."
-                                  ) from None
-            if commit == head:
-                _info(f"code: commit {head[:12]}, stored with the run at {record.get('time')}")
-                self._code = record
-                return record
-            if not getattr(a, "allow_code_change", False):
-                raise LaunchError(
-                    f"{a.run_dir} runs commit {commit[:12]} (stored {record.get('time')} by "
-                    f"{record.get('who')}), but HEAD is {head[:12]}. Check out {commit[:12]} "
-                    f"to go on with the run's code, or pass --allow_code_change to ship "
-                    f"{head[:12]} to this run from now on.")
-            _info(f"code: replacing commit {commit[:12]} by {head[:12]} (--allow_code_change)")
-            previous = [{k: v for k, v in record.items() if k != "previous"}]
-            previous += list(record.get("previous", []))
-        elif classify_failure(stored) != "not_found":
-            raise LaunchError(f"cannot read {record_url} (nothing was uploaded): "
-                              f"{last_line(stored.stderr)}")
-        status = self.runner.query(["git", "-C", ROOT, "status", "--porcelain",
-                                    "--untracked-files=no"], dry_run_answer=Result(0, ""))
-        dirty = bool(status.stdout.strip()) or status.returncode != 0
-        if dirty and not getattr(a, "allow_dirty", False):
-            raise LaunchError("the working tree has uncommitted changes (git status): a run's "
-                              "code is one commit. Commit them, or pass --allow_dirty to ship "
-                              "HEAD without them.")
-        record = {"commit": head, "time": utc_now(), "who": who(), "dirty_tree": dirty}
-        if previous:
-            record["previous"] = previous
-        local_tar = os.path.join(self.work_dir, f"code-{head[:12]}.tar.gz")
-        local_record = os.path.join(self.work_dir, f"code-{head[:12]}.json")
-        self.runner.run(["mkdir", "-p", self.work_dir])
-        self.runner.run(["git", "-C", ROOT, "archive", "--format=tar.gz",
-                         "--prefix=codereason_jax/", f"--output={local_tar}", head])
-        text = json.dumps(record, indent=1, sort_keys=True) + "\n"
-        if self.runner.dry_run:
-            _info(f"{local_record} would hold: {json.dumps(record, sort_keys=True)}")
-        else:
-            with open(local_record, "w", encoding="utf-8") as f:
-                f.write(text)
-        self.runner.run(["gcloud", "storage", "cp", local_tar, tarball])
-        self.runner.run(["gcloud", "storage", "cp", local_record, record_url])
-        self._code = record
-        return record
-
-    # ----------------------------------------------------------------- unattended runs
-
-    def startup_script(self) -> str:
-        """The VMs' startup script for this run (launch/startup.sh.in filled in)."""
-        a, tpu = self.args, self.tpu()
-        train = self.train_argv()
-        env = ['CODEREASON_DATA_DIR="$DATA"' if not a.data_dir
-               else shlex.quote(f"CODEREASON_DATA_DIR={a.data_dir}")]
-        if a.tfds_dir:
-            env.append(shlex.quote(f"CODEREASON_TFDS_DIR={a.tfds_dir}"))
-        env += [shlex.quote(e) for e in a.env]
-        return startup.render(run_dir=a.run_dir, train_command=train[1:], env=env,
-                              devices=tpu.devices, local_devices=tpu.devices_per_host,
-                              hosts=tpu.hosts, max_attempts=a.max_attempts, python=a.python,
-                              data_from=getattr(a, "data_from", None))
-
-    def prepare_unattended(self) -> None:
-        """Store the code, write the startup script the VMs run at every boot, and keep a
-        copy of it with the run."""
-        self.ensure_code()
-        script, path = self.startup_script(), self.startup_path()
-        if self.autocheckpoint():
-            _info("Autocheckpoint requested: Cloud TPU sends SIGTERM before maintenance and "
-                  "the trainer saves its checkpoint")
-        else:
-            _info(f"no Autocheckpoint for {self.tpu().accelerator_type}: a maintenance event "
-                  "stops the VMs without notice; training resumes from the newest checkpoint")
-        if self.runner.dry_run:
-            _info(f"{path} would hold the startup script ({len(script.splitlines())} lines)")
-        else:
-            os.makedirs(self.work_dir, exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(script)
-        self.runner.run(["gcloud", "storage", "cp", path,
-                         startup.launch_dir(self.args.run_dir) + "/startup.sh"])
-
-    def run_over(self) -> str | None:
-        """Why the run is over (its launch/STOP), or None while it is not."""
-        url = startup.launch_dir(self.args.run_dir) + "/STOP"
-        absent = Result(1, "", f"ERROR: (gcloud.storage.cat) The following URLs matched no "
-                        f"objects or files:\n-{url}")
-        result = self.query_retrying(["gcloud", "storage", "cat", url], pretend=absent)
-        if result.returncode == 0:
-            return result.stdout.strip() or "(no reason given)"
-        if classify_failure(result) == "not_found":
-            return None
-        raise LaunchError(f"cannot read {url}: {last_line(result.stderr)}")
-
     # ------------------------------------------------------------------------------ run
 
     def train_argv(self) -> list[str]:
@@ -504,7 +326,7 @@ class Launcher:
         gin_files = [self._repo_relative(path) for path in a.gin_file]
         bindings = [arg[len("--gin."):].replace("=", " = ", 1) for arg in a.gin_bindings]
         for line in check_run_fits_slice(tpu, gin_bindings(gin_files, bindings, ROOT)):
-            _info(line)
+            info(line)
         multihost = "auto" if tpu.hosts > 1 else "off"
         return ([f"{REMOTE_VENV}/bin/python", "-m", "codereason_jax.train"]
                 + [f"--gin_file={path}" for path in gin_files]
@@ -559,7 +381,7 @@ class Launcher:
         self.ensure_code()
         self.runner.run(self.ssh("all", self.launch_script()))
         if not self.args.no_follow:
-            _info("following worker 0's log (Ctrl-C stops following; training continues)")
+            info("following worker 0's log (Ctrl-C stops following; training continues)")
             self.runner.run(self.follow_command())
 
     # --------------------------------------------------------------------- stop, status
@@ -594,7 +416,7 @@ class Launcher:
     def status(self) -> None:
         state = self.state()
         if self.runner.dry_run:
-            _info(f"{self.args.name}: {state} (pretended by the dry run)")
+            info(f"{self.args.name}: {state} (pretended by the dry run)")
         else:
             print(f"{self.args.name}: {state}", flush=True)
         if state in NODE_READY | QR_READY:
@@ -605,43 +427,12 @@ class Launcher:
         if getattr(self.args, "run_dir", None):  # an unattended run's record, VMs or not
             self._check_run_dir()
             over = self.run_over()
-            show = _info if self.runner.dry_run else print  # a dry run's stdout: commands
+            show = info if self.runner.dry_run else print  # a dry run's stdout: commands
             show(f"run: {'over: ' + over if over else 'not over'}")
             attempts = startup.launch_dir(self.args.run_dir) + "/attempts/worker-*.tsv"
             result = self.query_retrying(["gcloud", "storage", "cat", attempts])
             for line in result.stdout.splitlines()[-self.args.lines:]:
                 show(line)
-
-    def log_url(self) -> str:
-        """A worker's log in the run's folder: the current attempt's, or ``--attempt``'s."""
-        a = self.args
-        worker = "*" if a.worker == "all" else a.worker
-        folder = startup.launch_dir(a.run_dir) + "/logs"
-        if a.attempt is not None:
-            folder += f"/attempt-{a.attempt}"
-        return f"{folder}/worker-{worker}.log"
-
-    def logs(self) -> None:
-        """From the bucket with --run_dir (also for VMs that no longer exist), else live
-        from the workers over ssh."""
-        a = self.args
-        if not a.run_dir:
-            if a.attempt is not None:
-                raise LaunchError("--attempt needs --run_dir: old attempts' logs are in the "
-                                  "bucket.")
-            self.runner.run(self.follow_command(a.worker, a.lines, a.follow))
-            return
-        self._check_run_dir()
-        if a.follow:
-            raise LaunchError("--follow streams from the workers; drop --run_dir for it "
-                              "(the bucket's copy is refreshed every minute).")
-        argv = ["gcloud", "storage", "cat", self.log_url()]
-        result = self.query_retrying(argv)
-        if result.returncode:
-            raise LaunchError(f"no log at {self.log_url()}: {last_line(result.stderr)}")
-        lines = result.stdout.splitlines()
-        for line in lines[-a.lines:] if a.lines else lines:
-            print(line)
 
     # --------------------------------------------------------------------------- resume
 
@@ -657,12 +448,12 @@ class Launcher:
         if a.unattended:
             over = self.run_over()
             if over:
-                _info(f"the run is over ({over}); nothing to resume. Remove "
+                info(f"the run is over ({over}); nothing to resume. Remove "
                       f"{startup.launch_dir(a.run_dir)}/STOP to start it again.")
                 return
         state = self.settle()
         if state in NODE_GONE | QR_GONE:
-            _info(f"{a.name} is {state}: deleting and recreating it")
+            info(f"{a.name} is {state}: deleting and recreating it")
             self.delete()
             if a.queued:
                 self.wait_for({NOT_FOUND})
@@ -671,11 +462,11 @@ class Launcher:
         if fresh:
             self.create()
             if a.unattended:
-                _info("the VMs set up and start training by themselves (startup script); "
+                info("the VMs set up and start training by themselves (startup script); "
                       f"read their logs with `logs --run_dir={a.run_dir}`")
                 return
         elif a.unattended:
-            _info(f"{a.name} is READY and runs the job itself (startup script); see `status`")
+            info(f"{a.name} is READY and runs the job itself (startup script); see `status`")
             return
         running = 0
         if fresh or a.force_setup:
@@ -688,12 +479,12 @@ class Launcher:
         else:
             running, _ = self.train_states(tpu.hosts)
             if running == tpu.hosts:
-                _info(f"training is running on all {tpu.hosts} workers; nothing to resume")
+                info(f"training is running on all {tpu.hosts} workers; nothing to resume")
                 if not a.no_follow:
                     self.runner.run(self.follow_command())
                 return
         if running:  # some workers lost their process: the others hang in collectives
-            _info(f"training runs on {running} of {tpu.hosts} workers; stopping it everywhere")
+            info(f"training runs on {running} of {tpu.hosts} workers; stopping it everywhere")
             self.stop()
         self.runner.run(self.ssh("all", self.launch_script()))
         if not a.no_follow:

@@ -19,7 +19,7 @@ if ROOT not in sys.path:  # `launch` is a top-level package of the repository, n
     sys.path.insert(0, ROOT)
 
 from launch import launcher as launcher_mod  # noqa: E402
-from launch import startup, topology, tpu, tpu_check  # noqa: E402
+from launch import run_code, startup, topology, tpu, tpu_check  # noqa: E402
 from launch.tpu import Result  # noqa: E402
 
 NAME, ZONE = "cr-2b6", "us-central2-b"
@@ -530,8 +530,8 @@ def launch_run(answers, *extra, expect=0, command="run"):
 @pytest.fixture
 def work_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(launcher_mod, "WORK_DIR", str(tmp_path))
-    monkeypatch.setattr(launcher_mod, "utc_now", lambda: "2026-12-01T09:00:00Z")
-    monkeypatch.setattr(launcher_mod, "who", lambda: "ana@laptop")
+    monkeypatch.setattr(run_code, "utc_now", lambda: "2026-12-01T09:00:00Z")
+    monkeypatch.setattr(run_code, "who", lambda: "ana@laptop")
     return tmp_path
 
 
