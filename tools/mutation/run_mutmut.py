@@ -33,7 +33,8 @@ DATA_TESTS = [
     " or pretraining_rows_are_dense or every_example_is_too_long or permutation"
     " or survive_the_token_record",
 ]
-SCORER_TESTS = ["tests/test_evaluation.py", "-k", "row or mode or ties"]
+SCORER_TESTS = ["tests/test_multiple_choice.py", "tests/test_evaluation.py", "-k",
+                "row or mode or ties or multiple_choice"]
 METRICS = "codereason_jax/evaluation/eval_metrics/"
 # target -> (files to mutate, pytest arguments selecting their tests). Files sharing a test
 # selection are one target: mutmut's two full passes (coverage stats, clean run) run once.
