@@ -39,6 +39,34 @@ def held_port():
         yield s.getsockname()[1]
 
 
+# JAX's SLURM detection derives the coordinator's port from the job id: 61440 + id mod 4096.
+SLURM_PORTS = 61440
+
+
+@contextlib.contextmanager
+def held_slurm_job():
+    """A SLURM job id whose coordinator port is held by the test (as in ``held_port``)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for offset in range(4096):
+            job_id = (os.getpid() + offset) % 4096
+            try:
+                s.bind(("127.0.0.1", SLURM_PORTS + job_id))
+            except OSError:
+                continue
+            yield job_id
+            return
+        raise AssertionError("no free port in 61440-65535 for a SLURM-style coordinator")
+
+
+def _slurm_env(job_id: int, process_id: int) -> dict:
+    """What a two-task SLURM step on one node sets; gloo for cross-process CPU collectives
+    (``--multihost=auto`` leaves the backend's default, right on TPU and GPU)."""
+    return {"SLURM_JOB_ID": str(job_id), "SLURM_STEP_NODELIST": "127.0.0.1",
+            "SLURM_NTASKS": "2", "SLURM_PROCID": str(process_id),
+            "SLURM_LOCALID": str(process_id), "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+
+
 def _env(devices: int, failpoint: str | None = None) -> dict:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
@@ -66,16 +94,22 @@ def wait_for_path(path, hosts, guard_s=600):
         time.sleep(0.05)
 
 
-def _start_hosts(command, run_dir, logs_dir, tag, port, failpoints=None):
-    """Two processes x 4 CPU devices on loopback; ``failpoints``: process id -> failpoint."""
+def _start_hosts(command, run_dir, logs_dir, tag, port, failpoints=None, slurm_job=None):
+    """Two processes x 4 CPU devices on loopback; ``failpoints``: process id -> failpoint.
+    With ``slurm_job``, the hosts find each other from SLURM's variables (``--multihost=auto``)
+    instead of flags."""
     hosts = []
     for i in range(2):
         log = open(logs_dir / f"{tag}_{i}.log", "w")
+        env = _env(4, (failpoints or {}).get(i))
+        if slurm_job is None:
+            flags = ["--multihost=explicit", f"--coordinator_address=127.0.0.1:{port}",
+                     "--num_processes=2", f"--process_id={i}"]
+        else:
+            flags = ["--multihost=auto"]
+            env.update(_slurm_env(slurm_job, i))
         hosts.append(subprocess.Popen(
-            command + [f"--run_dir={run_dir}", "--multihost=explicit",
-                       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                       f"--process_id={i}"],
-            cwd=ROOT, env=_env(4, (failpoints or {}).get(i)), stdout=log,
+            command + [f"--run_dir={run_dir}"] + flags, cwd=ROOT, env=env, stdout=log,
             stderr=subprocess.STDOUT, text=True))
         log.close()
     return hosts
@@ -133,6 +167,24 @@ def test_two_processes_match_one_process(tmp_path):
     assert reference.returncode == 0, reference.stdout + reference.stderr
     assert codes == [0, 0], outputs
     _assert_like_one_process(multi, single, num_steps)  # only process 0 writes metrics
+
+
+@pytest.mark.slow  # three training processes; `make test-slow`
+def test_multihost_auto_finds_the_cluster_from_the_environment(tmp_path):
+    """``--multihost=auto`` (what Cloud TPU runs use) takes process count, id and coordinator
+    from the cluster's environment, here a SLURM step's, and trains like one process."""
+    num_steps = 3
+    command = _write_gin(tmp_path, num_steps, every=3)
+    multi, single = tmp_path / "multi", tmp_path / "single"
+    with held_slurm_job() as job_id:
+        hosts = _start_hosts(command, multi, tmp_path, "auto", None, slurm_job=job_id)
+        reference = subprocess.run(command + [f"--run_dir={single}"], cwd=ROOT, env=_env(8),
+                                   capture_output=True, text=True, timeout=600)
+        codes, outputs = _finish(hosts, tmp_path, "auto")
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    assert codes == [0, 0], outputs
+    assert "8 cpu device(s), 2 process(es)" in outputs[0], outputs[0]
+    _assert_like_one_process(multi, single, num_steps)
 
 
 @pytest.mark.slow  # four training processes; `make test-slow`
