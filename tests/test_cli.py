@@ -83,16 +83,18 @@ USER_MISTAKES = [
       "--checkpoint=/no/such/run", "--output=/tmp/never/results.json"),
      "No checkpoint directory at /no/such/run"),
     (("codereason_jax.report", "/no/such/results.json"), "cannot read results file"),
-    (("codereason_jax.inspect_mixture", "--mixture=no_such_mixture"), "no_such_mixture"),
+    (("codereason_jax.inspect_mixture", "--mixture=no_such_mixture"),
+     "'no_such_mixture' is neither a registered schedule, a SeqIO mixture nor a task"),
     (("codereason_jax.convert_pangu", "--hf_checkpoint=/no/such/weights.bin",
-      "--output=/tmp/never/converted"), "/no/such/weights.bin"),
+      "--output=/tmp/never/converted"), "--hf_checkpoint /no/such/weights.bin does not exist"),
     (("codereason_jax.aot_check", "--mesh=2x8", "--gin_file=gin/models/pangu_tiny.gin"),
      "must be DATAxFSDPxMODEL"),
     (("codereason_jax.reproduce", "--output_dir=gs://bucket/reproduce"), "is a URL"),
     (("codereason_jax.bench", "--suite=no_such_suite"), "--suite='no_such_suite' is not one of"),
     (("codereason_jax.score", "--gin_file=gin/models/pangu_tiny.gin", "--checkpoint=/no/such",
-      "--token_ids=1,2"), "/no/such"),
-    (("codereason_jax.train_vocab", "--output=/tmp/never/v.model"), "--vocab_size"),
+      "--token_ids=1,2"), "No checkpoint directory at /no/such;"),
+    (("codereason_jax.train_vocab", "--output=/tmp/never/v.model"),
+     "the following arguments are required: --vocab_size"),
 ]
 
 

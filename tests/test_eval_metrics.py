@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from codereason_jax.evaluation.eval_metrics import (bleu, bootstrap, contamination, dureader,
@@ -179,6 +180,13 @@ def test_dureader_truncation_and_corpus_mean():
 # ------------------------------------------------------------------------------- bootstrap
 
 
+def binomial_quantiles(n, p, confidence):
+    """The (1-c)/2 and (1+c)/2 quantiles of Binomial(n, p) / n, from the exact CDF."""
+    cdf = np.cumsum([math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(n + 1)])
+    tail = (1 - confidence) / 2
+    return tuple(int(np.searchsorted(cdf, q)) / n for q in (tail, 1 - tail))
+
+
 def test_bootstrap_ci():
     assert bootstrap.accuracy_with_ci([True] * 50) == (1.0, 1.0, 1.0)
     # Two values: resample means are 0, 1/2, 1 with probability 1/4, 1/2, 1/4.
@@ -193,8 +201,13 @@ def test_bootstrap_ci():
     spread = [math.sqrt(i) for i in range(23)]                        # resample means all differ
     assert bootstrap.bootstrap_ci(spread, seed=3) == bootstrap.bootstrap_ci(spread, seed=3)
     assert bootstrap.bootstrap_ci(spread, seed=3) != bootstrap.bootstrap_ci(spread, seed=4)
+    # 21 of 30 correct: a resample's mean is Binomial(30, 0.7) / 30, so with 10,000 resamples
+    # the percentile interval lands on the binomial quantiles (each CDF step is far wider than
+    # the Monte-Carlo error), and a smaller confidence gives a strictly narrower interval.
+    assert (low, high) == pytest.approx(binomial_quantiles(30, 0.7, 0.95), abs=1e-12)
     narrow = bootstrap.bootstrap_ci(small, confidence=0.5)
-    assert low <= narrow[1] <= narrow[2] <= high
+    assert narrow[1:] == pytest.approx(binomial_quantiles(30, 0.7, 0.5), abs=1e-12)
+    assert low < narrow[1] < narrow[2] < high
     with pytest.raises(ValueError):
         bootstrap.bootstrap_ci([])
 

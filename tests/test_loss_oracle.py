@@ -152,9 +152,13 @@ def test_loss_denominator_epsilon_divides_by_tokens_plus_epsilon():
 
 
 def test_loss_denominator_epsilon_on_the_full_batch():
+    """An epsilon large enough to see on a many-token batch: sum / (tokens + 0.5)."""
     batch = instruction_batch()
-    loss, _ = train_step_metrics(batch, epsilon=1e-5)
-    assert loss == pytest.approx(oracle_loss(batch, epsilon=1e-5), rel=2e-6)
+    tokens = batch["loss_weights"].sum()
+    loss, _ = train_step_metrics(batch, epsilon=0.5)
+    plain, _ = train_step_metrics(batch)
+    assert loss == pytest.approx(oracle_loss(batch, epsilon=0.5), rel=2e-6)
+    assert loss / plain == pytest.approx(tokens / (tokens + 0.5), rel=1e-6)
 
 
 

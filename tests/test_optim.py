@@ -203,14 +203,20 @@ def test_no_update_at_step_zero_during_warmup():
 
 
 def test_clipping_disabled():
+    # Two steps of different gradient norms: one Adam step is invariant to the gradient's
+    # scale, so only a second step shows whether the first gradient was clipped.
+    grads = [tiny_grads(10.0), tiny_grads(0.5)]
     for clip in (None, 0.0):
         config = OptimizerConfig(peak_learning_rate=0.1, end_learning_rate=0.0, warmup_steps=0,
                                  clip_norm=clip)
-        optimizer, _ = config.build(total_steps=10)
-        grads = [tiny_grads(10.0)]
-        params, _ = run_steps(optimizer, tiny_params(), grads)
-        expected = numpy_reference(tiny_params(), grads, [0.1], b1=0.9, b2=0.95, eps=1e-8,
+        optimizer, schedule = config.build(total_steps=10)
+        lrs = [float(schedule(0)), float(schedule(1))]
+        expected = numpy_reference(tiny_params(), grads, lrs, b1=0.9, b2=0.95, eps=1e-8,
                                    wd=0.1, clip=None, bias_correction=False)
+        clipped = numpy_reference(tiny_params(), grads, lrs, b1=0.9, b2=0.95, eps=1e-8,
+                                  wd=0.1, clip=1.0, bias_correction=False)
+        assert any(not np.allclose(clipped[k], expected[k], rtol=1e-3) for k in expected)
+        params, _ = run_steps(optimizer, tiny_params(), grads)
         for key, value in flat(params).items():
             np.testing.assert_allclose(value, expected[key], rtol=1e-6, err_msg=key)
 
