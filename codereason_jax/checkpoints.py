@@ -47,7 +47,7 @@ class CheckpointConfig:
     """When to save and what to keep."""
     every_steps: int = 1000
     keep_last: int = 3
-    keep_every: int | None = None  # also keep every K-th step forever (None: no)
+    keep_every: int | None = None  # also keep steps divisible by K for good (None: no)
     async_save: bool = True
 
     def __post_init__(self):
@@ -58,6 +58,13 @@ class CheckpointConfig:
             raise CheckpointError(f"CheckpointConfig.keep_last={self.keep_last} must be > 0.")
         if self.keep_every is not None and self.keep_every <= 0:
             raise CheckpointError(f"CheckpointConfig.keep_every={self.keep_every} must be > 0.")
+        if self.keep_every is not None and self.keep_every % self.every_steps:
+            # Orbax keeps the steps divisible by keep_every: with saves every 1000 steps and
+            # keep_every 1500, only every 3000th step would be kept, which nobody asks for.
+            raise CheckpointError(
+                f"CheckpointConfig.keep_every={self.keep_every} is not a multiple of "
+                f"CheckpointConfig.every_steps={self.every_steps}; only steps divisible by both "
+                "would be kept for good. Use a multiple of every_steps.")
 
 
 def _manager(directory: str, config: CheckpointConfig, read_only: bool = False
