@@ -3,7 +3,8 @@
 Prompts of different lengths share a batch left-padded (padding has segment id 0, so the text
 never attends to it); each row's positions start at 0 at its first real token, which also
 indexes the top-query table. The paper sampled with top-k 3 plus frequency and presence
-penalties and no seed; the same settings are available here, reproducibly seeded.
+penalties and no seed; the same settings are available here, reproducibly seeded: a prompt's
+sample depends on the seed and the prompt's index, not on the batch size.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def generate(model: PanGuDecoder, params: Any, prompts: Sequence[Sequence[int]],
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generating", unit="batch", disable=None, leave=False):
         outputs += _generate_batch(model, params, prompts[start:start + batch_size], eos_id,
-                                   config, start // batch_size, batch_size)
+                                   config, start, batch_size)
     return outputs
 
 
@@ -77,7 +78,7 @@ def _bucketed_width(width: int, max_new_tokens: int, max_seq_len: int) -> int:
     return min(-(-width // WIDTH_BUCKET) * WIDTH_BUCKET, max_seq_len - max_new_tokens)
 
 
-def _generate_batch(model, params, prompts, eos_id, config, batch_index, batch_size):
+def _generate_batch(model, params, prompts, eos_id, config, first_index, batch_size):
     vocab = model.config.vocab_size
     n = len(prompts)
     longest = max(len(p) for p in prompts)
@@ -102,10 +103,15 @@ def _generate_batch(model, params, prompts, eos_id, config, batch_index, batch_s
     logits, cache = _extend(model, params, cache, tokens, positions, segments)
     next_positions = np.array([len(p) for p in prompts], np.int32)
     finished = np.arange(rows) >= n
-    base_key = jax.random.fold_in(jax.random.key(config.seed), batch_index)
+    # One key per prompt, from the seed and the prompt's index in the whole list: a sample
+    # does not depend on the batch size or on which batch the prompt lands in. The seed is
+    # traced, not part of the compiled loop's static config, so new seeds do not recompile.
+    row_keys = jax.vmap(jax.random.fold_in, (None, 0))(
+        jax.random.key(config.seed), jnp.arange(first_index, first_index + rows))
     generated = np.asarray(_decode(model, params, cache, logits[:, -1],
-                                   jnp.zeros((rows, vocab), jnp.float32), base_key,
-                                   next_positions, finished, eos_id, config))
+                                   jnp.zeros((rows, vocab), jnp.float32), row_keys,
+                                   next_positions, finished, eos_id,
+                                   dataclasses.replace(config, seed=0)))
     results = []
     for row in generated[:n]:
         stop = np.flatnonzero(row == eos_id)
@@ -119,7 +125,7 @@ def _extend(model, params, cache, tokens, positions, segments):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 9))
-def _decode(model, params, cache, last_logits, counts, base_key, next_positions, finished,
+def _decode(model, params, cache, last_logits, counts, row_keys, next_positions, finished,
             eos_id, config):
     """Up to max_new_tokens tokens a row, in one compiled loop that stops once every row has
     produced EOS (a row's tokens after its EOS are discarded by the caller)."""
@@ -132,7 +138,9 @@ def _decode(model, params, cache, last_logits, counts, base_key, next_positions,
 
     def body(carry):
         step, cache, last, counts, generated, finished = carry
-        token = _choose(last, counts, jax.random.fold_in(base_key, step), config)
+        keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
+        token = jax.vmap(lambda logits, count, key: _choose(logits[None], count[None], key,
+                                                            config)[0])(last, counts, keys)
         token = token.astype(jnp.int32)
         counts = counts.at[jnp.arange(rows), token].add(1.0)
         generated = generated.at[:, step].set(token)
