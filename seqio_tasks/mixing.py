@@ -289,8 +289,9 @@ def mixture_iterator(name: str, *, sequence_length: int, batch_size: int, seed: 
 
     ``total_steps`` places the phases of registered schedules (default: a 1000-step run);
     ``row_shuffle_buffer`` is the rows the row shuffle of each pre-training (concat-packed)
-    stream holds (0 or 1: packing order). Instruction streams hold whole examples a row, already
-    shuffled per epoch, and are not shuffled again.
+    stream holds (0 or 1: packing order). Instruction streams keep every example whole (one a
+    row, or several with ``pack_instructions``), already shuffled per epoch, and are not
+    shuffled again.
     """
     import seqio
 
