@@ -80,8 +80,18 @@ def covers_chance(task_result: dict[str, Any], ci: list[float] | None) -> bool:
     return chance is not None and ci is not None and ci[0] <= chance <= ci[1]
 
 
+def skipped_by_reason(task_result: dict[str, Any]) -> dict[str, int]:
+    """Records the reader skipped, and examples read but unscorable (e.g. a 1-token
+    document in a language-modelling split), by reason."""
+    counts = dict(task_result.get("data", {}).get("skipped", {}))
+    for reason, n in task_result.get("unscored", {}).items():
+        if n:
+            counts[reason] = counts.get(reason, 0) + n
+    return counts
+
+
 def skipped_count(task_result: dict[str, Any]) -> int:
-    return sum(task_result.get("data", {}).get("skipped", {}).values())
+    return sum(skipped_by_reason(task_result).values())
 
 
 def _paper_protocol(run: dict[str, Any]) -> bool:
@@ -193,7 +203,7 @@ def run_summary(run: dict[str, Any]) -> str:
     for task, result in run["tasks"].items():
         name, value, ci = primary_metric(result, _paper_protocol(run))
         chance = chance_of(result)
-        skipped = result.get("data", {}).get("skipped", {})
+        skipped = skipped_by_reason(result)
         lines.append("| " + " | ".join([
             task, result.get("split", ""), name,
             numbers.fmt(value, name) + (" " + numbers.fmt_ci(ci, name) if ci else ""),

@@ -1,5 +1,6 @@
 """Smoke tests of ``python -m codereason_jax.bench`` on the micro config (no timing asserts)."""
 
+import inspect
 import json
 import math
 import os
@@ -14,6 +15,8 @@ import pytest
 from codereason_jax import bench, train_metrics
 from codereason_jax.benchmarks import configs, evaluation, pipeline, timing, torch_peer
 from codereason_jax.model import PanGuConfig, PanGuDecoder, decoding
+from codereason_jax.model import layers as model_layers
+from codereason_jax.model import pangu as model_pangu
 import numpy_reference
 from numpy_reference import PAPER_CONTEXT, PAPER_SHAPES, PAPER_VOCAB, param_count
 
@@ -119,6 +122,21 @@ def _names(tree):
             for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
 
 
+def _spy(monkeypatch, module, name):
+    """Replace module.name by a wrapper that records each call's arguments (by parameter name)
+    and calls through; calls are recorded while tracing, so under jit once per trace."""
+    calls = []
+    original = getattr(module, name)
+    signature = inspect.signature(original)
+
+    def spy(*args, **kwargs):
+        calls.append(signature.bind(*args, **kwargs).arguments)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
 @pytest.mark.parametrize("changes", [
     {"block_barrier": True},  # an identity, but XLA's fusion choices move the gradient's rounding
     {"head_vjp": True},
@@ -127,9 +145,10 @@ def _names(tree):
     {"attention": "xla", "scan_layers": True, "block_barrier": True},
 ])
 @pytest.mark.parametrize("packed", [False, True])
-def test_speed_options_match_the_reference(tiny_config, changes, packed):
+def test_speed_options_match_the_reference(tiny_config, changes, packed, monkeypatch):
     """Equal up to rounding, on weights where attention is sharp (a fused path that dropped the
     document mask or the causal mask would move the logits far beyond the tolerance)."""
+    fused = _spy(monkeypatch, model_layers, "fused_attention")
     tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, tiny_config.vocab_size)
     segments = jnp.array([[1] * 9 + [2] * 7, [1] * 16]) if packed else None
     # Scanned params are stacked (and initialised differently): compare with the scanned
@@ -137,8 +156,17 @@ def test_speed_options_match_the_reference(tiny_config, changes, packed):
     reference = PanGuConfig(**{**tiny_config.__dict__,
                                "scan_layers": changes.get("scan_layers", False)})
     ref = _loss_and_grads(reference, tokens, segments, sharpen=True)
+    assert fused == []  # the einsum reference never takes the fused path
     new = _loss_and_grads(PanGuConfig(**{**tiny_config.__dict__, **changes}), tokens, segments,
                           sharpen=True)
+    # Matching the reference is no evidence that the fused path ran (an einsum fallback would
+    # match it exactly): it must be reached, with the implementation the option names. "auto"
+    # is "xla" here: float32 compute (cudnn would need bf16/fp16 and a GPU).
+    implementations = {call["implementation"] for call in fused}
+    if "attention" in changes:
+        assert implementations == {"xla"}, (changes, implementations)
+    else:
+        assert fused == []
     (loss_new, logits_new, grads_new), (loss_ref, logits_ref, grads_ref) = new, ref
     assert float(loss_new) == pytest.approx(float(loss_ref), rel=1e-5)
     np.testing.assert_allclose(logits_new, logits_ref, rtol=1e-4,
@@ -165,12 +193,20 @@ def test_speed_option_comparison_has_power(tiny_config):
     np.testing.assert_array_equal(joined[:, :9], split[:, :9])  # causal: the first 9 agree
 
 
-def test_head_vjp_in_bf16_rounds_only_the_logit_gradient(tiny_config):
+def test_head_vjp_in_bf16_rounds_only_the_logit_gradient(tiny_config, monkeypatch):
+    head = _spy(monkeypatch, model_pangu, "tied_head")
     tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, tiny_config.vocab_size)
     bf16 = {**tiny_config.__dict__, "dtype": "bfloat16"}
     ref = _loss_and_grads(PanGuConfig(**bf16), tokens)
+    assert head == []  # head_vjp off: plain autodiff of the einsum
     new = _loss_and_grads(PanGuConfig(**{**bf16, "head_vjp": True}), tokens)
+    assert head  # head_vjp on: the custom-VJP head is used
     np.testing.assert_array_equal(new[1], ref[1])  # the forward pass is unchanged
+    # ... but the backward pass is not the same computation: the bf16-rounded logit gradient
+    # changes some gradient's bits (equal gradients everywhere would mean the option did
+    # nothing; the tolerance below could not tell).
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(jax.tree.leaves(new[2]), jax.tree.leaves(ref[2])))
     scale = max(float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(ref[2]))
     for a, b in zip(jax.tree.leaves(new[2]), jax.tree.leaves(ref[2])):
         assert a.dtype == b.dtype == jnp.float32

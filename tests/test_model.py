@@ -185,6 +185,21 @@ def _stack_blocks(params, n):
     return params
 
 
+def _remat_policies(jaxpr):
+    """The ``policy`` of every rematerialisation (``remat2``) equation in a jaxpr, sub-jaxprs
+    (scan bodies, jit calls, custom VJPs) included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("remat2", "checkpoint", "remat"):
+            found.append(eqn.params["policy"])
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
+                if hasattr(sub, "eqns"):
+                    found += _remat_policies(sub)
+    return found
+
+
 def test_scan_and_remat_match_unrolled(tiny_config):
     model, params = init(tiny_config)
     tokens = random_tokens(tiny_config, (2, 16))
@@ -193,8 +208,16 @@ def test_scan_and_remat_match_unrolled(tiny_config):
     def loss(m, p):
         return jnp.mean(m.apply({"params": p}, tokens) ** 2)
 
+    def grad_policies(m, p):
+        return _remat_policies(jax.make_jaxpr(jax.grad(loss, argnums=1), static_argnums=0)(
+            m, p).jaxpr)
+
+    # remat_policy="none": no rematerialisation in the backward pass (so the check below can
+    # tell a rematerialised block from a plain one).
+    assert grad_policies(model, params) == []
     base_grad = jax.grad(loss, argnums=1)(model, params)
-    for policy in ("full", "dots"):
+    for policy, want_policy in (("full", None),
+                                ("dots", jax.checkpoint_policies.checkpoint_dots)):
         cfg = dataclasses.replace(tiny_config, scan_layers=True, remat_policy=policy)
         scanned = PanGuDecoder(cfg)
         stacked = _stack_blocks(dict(params), cfg.num_ordinary_layers)
@@ -204,6 +227,10 @@ def test_scan_and_remat_match_unrolled(tiny_config):
                                    atol=1e-6)
         grad = jax.grad(loss, argnums=1)(scanned, stacked)
         want = _stack_blocks(dict(base_grad), cfg.num_ordinary_layers)
+        # Equal gradients say nothing about remat (it only changes what is recomputed): the
+        # scanned block must really be rematerialised, with the configured policy.
+        policies = grad_policies(scanned, stacked)
+        assert policies and all(p is want_policy for p in policies), (policy, policies)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
                      grad, want)
 

@@ -328,3 +328,11 @@ def test_mini_reproduction_report_shows_paper_claims_and_html(tmp_path):
     assert page.count("data:image/png;base64,") == 5  # three tables, loss, code share
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page)
     assert len(json.loads((tmp_path / "report" / "comparisons.json").read_text())) == 7 * 3
+
+
+def test_unscored_examples_count_as_skipped_beside_the_readers_skips():
+    result = {"data": {"skipped": {"empty answer": 2}},
+              "unscored": {"fewer than 2 tokens": 3, "nothing": 0}}
+    assert report.skipped_by_reason(result) == {"empty answer": 2, "fewer than 2 tokens": 3}
+    assert report.skipped_count(result) == 5
+    assert report.skipped_count({"unscored": {"fewer than 2 tokens": 1}}) == 1

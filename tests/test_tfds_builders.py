@@ -175,18 +175,18 @@ def test_seqio_tasks_read_the_prepared_data(prepared, monkeypatch):
     assert sorted(t.name for t in mixture.tasks) == ["codeparrot_tfds", "text_corpus_tfds"]
 
 
-@pytest.mark.parametrize("hosts", [2, 3])
-def test_hosts_read_disjoint_parts_covering_everything(prepared, hosts):
+def test_hosts_read_disjoint_parts_covering_everything(prepared):
+    """Two hosts, two files: each host opens only its own file. (With more hosts than files
+    SeqIO's Task shards the examples itself; that is SeqIO's code, not ours.)"""
     source = PreparedTfdsSource(tfds_name("codeparrot"), ("train", "validation"),
                                 data_dir=prepared)
     every = set(expected_codeparrot()["train"])
+    hosts = len(source.list_shards("train"))
+    assert hosts == 2
     parts = []
     for index in range(hosts):
         shard = seqio.ShardInfo(index=index, num_shards=hosts)
-        if hosts <= len(source.list_shards("train")):  # each host opens only its own files
-            ds = source.get_dataset("train", shuffle=False, shard_info=shard)
-        else:  # fewer files than hosts: SeqIO's Task shards the examples instead
-            ds = source.get_dataset("train", shuffle=False).shard(hosts, index)
+        ds = source.get_dataset("train", shuffle=False, shard_info=shard)
         parts.append([ex["id"].decode() for ex in ds.as_numpy_iterator()])
     assert all(parts)
     assert sum(len(p) for p in parts) == len(every)  # disjoint ...

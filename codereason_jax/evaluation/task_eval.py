@@ -153,19 +153,25 @@ def _language_modelling(rows: list[dict[str, Any]], model, params, config: EvalC
             windows.append(scoring.ScoringRow(piece, np.ones(len(piece) - 1, np.float32),
                                               False))
             owners.append(d)
+    if not windows:
+        raise ValueError(f"none of the {len(rows)} documents has 2 or more tokens: there is "
+                         "nothing to predict; check the task's split.")
     nll = scoring.RowScorer(model, params, config.batch_size)(windows)
     per_document = np.zeros((len(rows), 2))
     for owner, value, window in zip(owners, nll, windows):
         per_document[owner] += (value, len(window.weights))
-    loss, low, high = bootstrap_statistic_ci(
-        per_document, lambda t: t[0] / t[1], seed=config.seed)
-    return {"kind": "language_modelling", "n": len(rows),
+    # A document of 0 or 1 tokens predicts nothing: counted, and left out of the mean and of
+    # the bootstrap (a resample of only such documents would divide 0 by 0).
+    scored = per_document[per_document[:, 1] > 0]
+    loss, low, high = bootstrap_statistic_ci(scored, lambda t: t[0] / t[1], seed=config.seed)
+    return {"kind": "language_modelling", "n": len(scored),
+            "unscored": {"fewer than 2 tokens": len(rows) - len(scored)},
             # The loss of a uniform prediction over the vocabulary.
             "chance": math.log(model.config.vocab_size),
             "metrics": {"loss": loss, "loss_ci95": [low, high],
                         "perplexity": float(np.exp(loss)),
-                        "tokens": int(per_document[:, 1].sum())},
-            "examples": [{"nll_sum": float(a), "tokens": int(b)} for a, b in per_document]}
+                        "tokens": int(scored[:, 1].sum())},
+            "examples": [{"nll_sum": float(a), "tokens": int(b)} for a, b in scored]}
 
 
 def _example_texts(rows: list[dict[str, Any]], key: str) -> list[str]:
