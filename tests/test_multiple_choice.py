@@ -6,11 +6,14 @@ expected number below is computed by hand from the table, so a wrong grouping, a
 the batched sums, a wrong label or a wrong normaliser changes a value the test names.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from codereason_jax.evaluation import scoring
-from test_evaluation import TableScorer
+from test_evaluation import CONFIG, TableScorer
+from test_model import init, trained_scale
 
 
 class ByteVocabulary:
@@ -31,8 +34,9 @@ def _row(qid, candidate, prompt, span, label, labels, pretokenized=True):
     row = {"example_id": qid.encode(), "candidate": candidate, "label": label,
            "labels": labels.encode()}
     if pretokenized:
-        # The token-id fields hold something else entirely: the scorer must read the texts.
-        row.update(inputs=np.array([7, 7, 7]), targets=np.array([9]),
+        # The token-id fields hold something else entirely (read as text, these inputs would
+        # overflow the context): the scorer must read the texts.
+        row.update(inputs=np.arange(100), targets=np.array([9]),
                    inputs_pretokenized=prompt.encode(), targets_pretokenized=span.encode())
     else:
         row.update(inputs=prompt.encode(), targets=span.encode())
@@ -160,7 +164,9 @@ def test_span_row_cut_keeps_at_least_one_prompt_token_and_the_span_head():
     np.testing.assert_array_equal(row.weights, [1, 1, 1, 1])
     assert row.truncated and row.tokens.dtype == np.int32 and row.weights.dtype == np.float32
     exact = scoring.span_row([1, 2], [3, 4, 5], max_length=4)  # 5 tokens = max_length + 1
-    assert not exact.truncated and exact.tokens.tolist() == [1, 2, 3, 4, 5]
+    assert exact.truncated is False and exact.tokens.tolist() == [1, 2, 3, 4, 5]
+    over = scoring.span_row([1, 2, 3], [4, 5, 6], max_length=4)  # one token too many
+    assert over.truncated and over.tokens.tolist() == [2, 3, 4, 5, 6]
 
 
 def test_paper_row_cut_on_the_right_at_the_context():
@@ -178,3 +184,22 @@ def test_paper_row_cut_on_the_right_at_the_context():
     (1, 64, 16), (16, 64, 16), (17, 64, 32), (33, 64, 64), (40, 32, 32), (64, 64, 64)])
 def test_row_batches_are_bucketed_to_powers_of_two_of_at_least_16(length, max_length, width):
     assert scoring._bucket(length, max_length) == width
+
+
+def test_row_scorer_covers_every_row_over_several_batches():
+    """Five rows in batches of two (three batches, sorted by length), one of 18 tokens (17
+    inputs: a 32-wide bucket) and one shorter than the smallest bucket: each sum equals the
+    model's weighted NLL of that row alone, unpadded."""
+    model, params = init(CONFIG)
+    params = trained_scale(params)
+    rows = [scoring.span_row([9] * 15, [1, 2, 3], 64),   # 18 tokens
+            scoring.span_row([3, 4, 5], [6, 7], 64),
+            scoring.paper_row([3, 4], [3, 4, 5, 6], 0, 64),
+            scoring.span_row([8] * 30, [2, 1], 64),
+            scoring.span_row([5], [6], 64)]
+    sums = scoring.RowScorer(model, params, batch_size=2)(rows)
+    assert sums.dtype == np.float64 and sums.shape == (5,)
+    for row, got in zip(rows, sums):
+        logits = model.apply({"params": params}, jnp.asarray(row.tokens[None, :-1]))
+        nll = -jax.nn.log_softmax(logits[0])[np.arange(len(row.weights)), row.tokens[1:]]
+        assert got == pytest.approx(float(np.sum(np.asarray(nll) * row.weights)), rel=1e-5)

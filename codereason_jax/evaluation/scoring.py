@@ -81,7 +81,6 @@ class RowScorer:
     """Sum of weighted next-token NLL per row, on padded batches through one jitted forward."""
 
     def __init__(self, model: PanGuDecoder, params: Any, batch_size: int = 32):
-        self.model = model
         self.params = params
         self.batch_size = batch_size
         self.max_length = model.config.max_seq_len

@@ -49,6 +49,10 @@ MODULES = {
     "optim": (["codereason_jax/optim.py"], ["tests/test_optim.py"]),
 }
 KILLS = "tests/test_mutation_kills.py"
+# The tests --verify-kills runs on each mutant not killed: by default the kill tests; for the
+# scorer, its hand-worked multiple-choice tests (also in its selection, so this re-checks the
+# mutants that timed out on a loaded machine and adds tests written after the run).
+VERIFY_TESTS = {"scoring": ["tests/test_multiple_choice.py"]}
 # JAX is not fork-safe once its backend is up (the conftest's jax.devices()): for targets whose
 # tests run JAX, fork each mutant from a server that has only imported the heavy modules.
 JAX_TARGETS = {"losses", "scoring", "optim"}
@@ -133,7 +137,9 @@ def verify_kills(module: str, work: Path, mutmut_lib: str) -> None:
     kills more, so the new score is the old kills plus these. Writes verify.txt."""
     dest = work / module
     mutants = dest / "mutants"
-    shutil.copy2(REPO / KILLS, mutants / KILLS)
+    tests = VERIFY_TESTS.get(module, [KILLS])
+    for test in tests:
+        shutil.copy2(REPO / test, mutants / test)
     names = [line.split(": ")[0] for line in (dest / "report.txt").read_text().splitlines()
              if line.endswith((": survived", ": no tests", ": timeout"))
              and not line.startswith("#")]
@@ -142,7 +148,7 @@ def verify_kills(module: str, work: Path, mutmut_lib: str) -> None:
         env = dict(os.environ, PYTHONPATH=mutmut_lib, MUTANT_UNDER_TEST=mutant)
         try:
             test = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
-                                   "no:cacheprovider", "--noconftest", KILLS], cwd=mutants,
+                                   "no:cacheprovider", "--noconftest", *tests], cwd=mutants,
                                   env=env, capture_output=True, text=True, check=False,
                                   timeout=180)
             return test.returncode != 0
@@ -150,7 +156,7 @@ def verify_kills(module: str, work: Path, mutmut_lib: str) -> None:
             return True
 
     if fails(""):
-        raise RuntimeError(f"{KILLS} fails on the unmutated copy in {mutants}")
+        raise RuntimeError(f"{tests} fail on the unmutated copy in {mutants}")
     lines = []
     for name in names:
         lines.append(f"{name}: {'killed' if fails(name) else 'survived'}")
