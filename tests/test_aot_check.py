@@ -12,7 +12,7 @@ def aot(*args):
     env.pop("XLA_FLAGS", None)  # aot_check sets the device count itself
     return subprocess.run([sys.executable, "-m", "codereason_jax.aot_check",
                            "--gin_file=gin/models/pangu_tiny.gin", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=1200)
 
 
 def test_fits_and_reports_per_device_bytes():

@@ -11,7 +11,7 @@ from numpy_reference import PAPER_CONTEXT, PAPER_SHAPES, PAPER_VOCAB, param_coun
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(*args, timeout=120):
+def run(*args, timeout=600):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, text=True,

@@ -402,7 +402,7 @@ def test_embedded_splits_are_disjoint_and_stable():
     code = ("import json, sys\nfrom seqio_tasks.sources import embedded\n"
             "print(json.dumps([embedded.split_of(k) for k in json.load(sys.stdin)]))")
     out = subprocess.run([sys.executable, "-c", code], input=json.dumps(keys), cwd=ROOT,
-                         capture_output=True, text=True, timeout=120,
+                         capture_output=True, text=True, timeout=600,
                          env=dict(os.environ, PYTHONHASHSEED="12345"))
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout) == ["train"] * 100 + ["validation"] * len(validation)
@@ -429,7 +429,7 @@ def test_inspect_mixture_cli(tmp_path):
         [sys.executable, "-m", "codereason_jax.inspect_mixture",
          "--mixture=sft_stepwise_decrease_embedded", "--steps=8", "--batch_size=10",
          "--sequence_length=256", f"--plot={plot}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=1200,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
@@ -440,7 +440,7 @@ def test_inspect_mixture_cli(tmp_path):
     assert plot.stat().st_size > 10_000
     bad = subprocess.run([sys.executable, "-m", "codereason_jax.inspect_mixture",
                           "--mixture=nope"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=1200)
     assert bad.returncode == 2 and "neither a registered schedule" in bad.stderr
 
 

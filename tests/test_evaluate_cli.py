@@ -270,7 +270,7 @@ def test_sigkilled_evaluation_resumes(tmp_path):
             if len(done) == 2:
                 process.send_signal(signal.SIGKILL)
                 break
-    process.wait(timeout=120)
+    process.wait(timeout=600)
     finished = list(json.loads(output.read_text())["tasks"])
     assert finished[:2] == SIX[:2] and len(finished) < len(SIX)
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -1,7 +1,6 @@
 """Multiple-choice scoring (paper quirk, corrected, log-likelihood) and cached generation."""
 
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -89,18 +88,6 @@ CONFIG = PanGuConfig(vocab_size=128, num_layers=3, d_model=32, num_heads=4, d_ff
                      max_seq_len=64, dropout_rate=0.0)
 
 
-def test_row_scorer_matches_the_model_row_by_row():
-    model, params = init(CONFIG)
-    params = trained_scale(params)
-    rows = [scoring.span_row([3, 4, 5], [6, 7], 64), scoring.span_row([9] * 20, [1, 2, 3], 64),
-            scoring.paper_row([3, 4], [3, 4, 5, 6], 0, 64)]
-    sums = scoring.RowScorer(model, params, batch_size=2)(rows)
-    for row, got in zip(rows, sums):
-        logits = model.apply({"params": params}, jnp.asarray(row.tokens[None, :-1]))
-        nll = -jax.nn.log_softmax(logits[0])[np.arange(len(row.weights)), row.tokens[1:]]
-        assert got == pytest.approx(float(np.sum(np.asarray(nll) * row.weights)), rel=1e-5)
-
-
 def _naive_greedy(model, params, prompt, steps):
     tokens = list(prompt)
     for _ in range(steps):
@@ -160,11 +147,37 @@ def test_penalties_discourage_repeats():
     assert len(set(penalised)) == 20 and len(set(plain)) < 20
 
 
+def _smoothed_bleu4(pairs):
+    """Corpus BLEU-4 x 100 of (reference tokens, hypothesis tokens) pairs, one segment each,
+    written out here: clipped n-gram matches, add-one smoothing at every order, brevity
+    penalty exp(1 - r / c) for c <= r. Also returns each pair's counts in the results file's
+    layout (matches 1-4, possible 1-4, hypothesis length, reference length)."""
+    import collections
+    import math
+    rows = []
+    for reference, hypothesis in pairs:
+        row = []
+        for order in (1, 2, 3, 4):
+            grams = [collections.Counter(tuple(t[i:i + order])
+                                         for i in range(len(t) - order + 1))
+                     for t in (reference, hypothesis)]
+            row.append(sum(min(c, grams[0][g]) for g, c in grams[1].items()))
+        row += [max(0, len(hypothesis) - order + 1) for order in (1, 2, 3, 4)]
+        rows.append(row + [len(hypothesis), len(reference)])
+    totals = [sum(column) for column in zip(*rows)]
+    log_precision = sum(math.log((totals[o] + 1) / (totals[4 + o] + 1)) for o in range(4)) / 4
+    c, r = totals[8], totals[9]
+    penalty = 0.0 if c == 0 else 1.0 if c > r else math.exp(1 - r / c)
+    return 100 * math.exp(log_precision) * penalty, rows
+
+
 def test_evaluate_cli_writes_results(tmp_path):
     import json
     import os
     import subprocess
     import sys
+
+    import sentencepiece
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     output = tmp_path / "results.json"
     result = subprocess.run(
@@ -179,18 +192,51 @@ def test_evaluate_cli_writes_results(tmp_path):
     assert results["checkpoint"] is None and results["model"]["d_model"] == 128
     qa = results["tasks"]["eval_embedded_codeqa"]
     assert qa["n"] == 4 and qa["mode"] == "paper" and len(qa["examples"]) == 4
+    assert qa["split"] == "validation"
     low, high = qa["metrics"]["accuracy_ci95"]
     assert low <= qa["metrics"]["accuracy"] <= high
     assert all(len(e["scores"]) == 2 for e in qa["examples"])
-    # The embedded evaluation sets come from validation files: none is in the training code.
-    assert qa["contamination"]["embedded_code"] == 0.0
+    # Lower is better in every mode; ties go to the first candidate.
+    for e in qa["examples"]:
+        assert e["prediction"] == e["scores"].index(min(e["scores"])), e
+    correct = [e["prediction"] in e["labels"] for e in qa["examples"]]
+    assert qa["metrics"]["accuracy"] == pytest.approx(100 * sum(correct) / 4, abs=1e-9)
+    # The embedded evaluation sets come from validation files: none is in the training code
+    # (a positive case: test_contamination_is_the_share_of_examples_found_in_each_corpus).
+    assert qa["contamination"] == {"embedded_code": 0.0}
     gen = results["tasks"]["eval_embedded_codegen"]
-    assert gen["n"] == 4 and "bleu_paper" in gen["metrics"] and "bleu_corpus" in gen["metrics"]
+    assert gen["n"] == 4 and gen["split"] == "validation" and "bleu_paper" in gen["metrics"]
+    assert gen["contamination"] == {"embedded_code": 0.0}
+    # Corpus BLEU recomputed from the written predictions and references, on the task's
+    # SentencePiece ids (reference as is, prediction stripped).
+    vocabulary = sentencepiece.SentencePieceProcessor(model_file=results["vocabulary"]["file"])
+    pairs = [(vocabulary.encode(e["reference"]), vocabulary.encode(e["prediction"].strip()))
+             for e in gen["examples"]]
+    assert all(reference for reference, _ in pairs)
+    bleu, counts = _smoothed_bleu4(pairs)
+    assert [e["bleu_counts"] for e in gen["examples"]] == counts
+    assert gen["metrics"]["bleu_corpus"] == pytest.approx(bleu, rel=1e-9)
     bad = subprocess.run(
         [sys.executable, "-m", "codereason_jax.evaluate", "--gin_file=gin/models/pangu_tiny.gin",
          "--tasks=eval_nope", f"--output={output}"], cwd=root, capture_output=True, text=True,
-        timeout=300)
+        timeout=1200)
     assert bad.returncode == 2 and "unknown tasks ['eval_nope']" in bad.stderr
+
+
+def test_contamination_is_the_share_of_examples_found_in_each_corpus(monkeypatch):
+    """What a task's "contamination" entry holds, per corpus named in the config: the share of
+    examples with an n-gram (n = contamination_n) in that corpus's train texts (given here
+    in place of a SeqIO task's, which would import TensorFlow)."""
+    from codereason_jax.evaluation import task_eval
+    from codereason_jax.evaluation.eval_config import EvalConfig
+    corpora = {"corpus_a": ["x a b c d e y", "q r"], "corpus_b": ["v w x y z", "p q r", "s t u"]}
+    monkeypatch.setattr(task_eval, "_corpus_texts", corpora.__getitem__)
+    texts = ["a b c d e", "v w x y z", "p q r s t"]
+    config = EvalConfig(contamination_corpora=("corpus_a", "corpus_b"), contamination_n=3)
+    # corpus_a holds "a b c" (example 0); corpus_b "v w x" (1) and "p q r" (2).
+    assert task_eval._contamination(texts, config) == {"corpus_a": 1 / 3, "corpus_b": 2 / 3}
+    longer = EvalConfig(contamination_corpora=("corpus_b",), contamination_n=5)
+    assert task_eval._contamination(texts, longer) == {"corpus_b": 1 / 3}  # only "v w x y z"
 
 
 def test_embedded_eval_sets_are_clean_of_train_and_found_in_their_source():

@@ -851,7 +851,7 @@ class FakeVM:
         "STATUS HOW" per attempt."""
         self.plan.write_text("".join(line + "\n" for line in plan))
         return subprocess.run(["bash", str(self.script)], env={**self.env, **env},
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=600)
 
     def attempts(self):
         path = self.launch / "attempts" / "worker-0.tsv"
@@ -912,7 +912,7 @@ def test_unattended_vm_shutdown_saves_and_leaves_the_next_attempt_to_the_next_bo
         script.send_signal(signal.SIGTERM)  # the VM is going down
         with open(go, "w") as f:  # ...and the trainer, told as well, saves and exits 0
             f.write("go\n")
-        out, _ = script.communicate(timeout=120)
+        out, _ = script.communicate(timeout=600)
     finally:
         if script.poll() is None:
             script.kill()
@@ -1273,7 +1273,7 @@ def _aot(*args):
     return subprocess.run([sys.executable, "-m", "codereason_jax.aot_check",
                            "--gin_file=gin/models/pangu_tiny.gin",
                            "--gin_file=gin/partitioning/v4_32.gin", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=1200)
 
 
 def test_aot_check_refuses_a_mesh_other_than_the_partitioning_files():

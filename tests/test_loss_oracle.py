@@ -76,15 +76,20 @@ def train_step_metrics(batch, epsilon=0.0, accumulation=1):
     return float(metrics["loss"]), float(metrics["loss_tokens"])
 
 
+def nll_from_logits(logits, targets):
+    """float64 -log softmax(logits)[target] per position."""
+    logits = np.asarray(logits, np.float64)
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_z = np.log(np.exp(shifted).sum(-1))
+    return log_z - np.take_along_axis(shifted, np.asarray(targets)[..., None], -1)[..., 0]
+
+
 def per_token_nll(batch):
     """float64 -log softmax(logits)[target] for every position, from model.apply's logits."""
     model, params = _params()
-    logits = np.asarray(model.apply({"params": params}, batch["inputs"], batch["positions"],
-                                    batch["segment_ids"]), np.float64)
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_z = np.log(np.exp(shifted).sum(-1))
-    target_logit = np.take_along_axis(shifted, batch["targets"][..., None], -1)[..., 0]
-    return log_z - target_logit
+    logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                         batch["segment_ids"])
+    return nll_from_logits(logits, batch["targets"])
 
 
 def oracle_loss(batch, epsilon=0.0):

@@ -96,5 +96,5 @@ def test_micro_reproduction_runs_reports_and_resumes(tmp_path):
     # Another scale in the same directory is refused before any work.
     other = subprocess.run([sys.executable, "-m", "codereason_jax.reproduce", "--scale=mini",
                             f"--output_dir={out}"], cwd=ROOT, text=True, capture_output=True,
-                           timeout=300)
+                           timeout=1200)
     assert other.returncode != 0 and "another scale" in other.stderr

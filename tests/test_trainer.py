@@ -17,6 +17,7 @@ from codereason_jax.checkpoints import abstract_like, restore_params
 from codereason_jax.model import PanGuConfig, PanGuDecoder
 from codereason_jax.optim import OptimizerConfig
 from codereason_jax.trainer import TrainConfig, make_train_step
+from test_loss_oracle import nll_from_logits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = PanGuConfig(vocab_size=8192, max_seq_len=64, num_layers=3, d_model=32, num_heads=4,
@@ -54,7 +55,7 @@ def launch(gin_file, run_dir, *bindings):
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def run(gin_file, run_dir, *bindings, timeout=300):
+def run(gin_file, run_dir, *bindings, timeout=1200):
     process = launch(gin_file, run_dir, *bindings)
     out, _ = process.communicate(timeout=timeout)
     return process.returncode, out
@@ -77,6 +78,11 @@ def final_params(run_dir, config=TINY):
     step, params = restore_params(run_dir, abstract_like(
         abstract, jax.tree.map(lambda _: device, abstract)))
     return step, jax.device_get(params)
+
+
+def checkpoint_steps(run_dir):
+    return sorted(int(d) for d in os.listdir(os.path.join(run_dir, "checkpoints"))
+                  if d.isdigit())
 
 
 # Kills, SIGTERM, corrupt checkpoints, torn logs, a full disk and a changed model or schedule:
@@ -137,13 +143,30 @@ def test_missing_required_value_is_named(tmp_path):
 
 
 def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path):
-    code, out = run(write_gin(tmp_path), str(tmp_path / "run"),
+    """Every step is non-finite (a learning rate of 1e38 overflows the params' norm): each is
+    skipped while the step counter advances, so the checkpoint of step 2 (after two skipped
+    updates) holds the initial params bitwise; the third in a row stops the run before its
+    step is saved."""
+    run_dir = str(tmp_path / "run")
+    code, out = run(write_gin(tmp_path), run_dir,
                     "--gin.OptimizerConfig.peak_learning_rate=1e38",
                     "--gin.OptimizerConfig.warmup_steps=0",
-                    "--gin.TrainConfig.max_consecutive_nonfinite=3")
+                    "--gin.TrainConfig.max_consecutive_nonfinite=3",
+                    "--gin.CheckpointConfig.every_steps=2")
     assert code == 3, out
-    assert "3 consecutive non-finite steps" in out
-    assert not os.listdir(tmp_path / "run" / "checkpoints")  # nothing non-finite was saved
+    assert "3 consecutive non-finite steps up to step 2" in out
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    assert [(r["step"], r["finite"]) for r in records] == [(0, False), (1, False), (2, False)]
+    # Steps 0 and 1 were skipped, then saved as step 2; step 2 stopped the run (no step 3).
+    assert checkpoint_steps(run_dir) == [2]
+    # The trainer's initialisation: model.init(key(seed=0), zeros([batch, length])), jitted.
+    initial = jax.device_get(jax.jit(lambda key: nn.meta.unbox(PanGuDecoder(TINY).init(
+        key, jnp.zeros((8, 64), jnp.int32))["params"]))(jax.random.key(0)))
+    saved_step, saved = final_params(run_dir)
+    assert saved_step == 2
+    assert jax.tree.structure(saved) == jax.tree.structure(initial)
+    jax.tree.map(np.testing.assert_array_equal, saved, initial)
 
 
 # --- the step function in-process ------------------------------------------------------------
@@ -208,12 +231,42 @@ def test_periodic_evaluation_writes_per_source_loss_and_task_metrics(tmp_path):
     assert code == 0, out
     records = [json.loads(line) for line in open(run_dir / "eval.jsonl")]
     assert [r["step"] for r in records] == [2, 4]
+    sources = ("embedded_code", "embedded_text")
     for record in records:
         assert set(record) == {"step", "eval_loss/embedded_code", "eval_loss/embedded_text",
                                "eval/eval_embedded_codeqa/accuracy"}
-        assert 5.0 < record["eval_loss/embedded_code"] < 9.5
-    # Training lowers the validation loss of both sources.
-    assert records[1]["eval_loss/embedded_code"] < records[0]["eval_loss/embedded_code"] + 0.5
+        # 3 questions: the accuracy is 100 k / 3 for an integer k.
+        k = record["eval/eval_embedded_codeqa/accuracy"] * 3 / 100
+        assert min(abs(k - j) for j in range(4)) < 1e-9, record
+    # The final step is saved (CheckpointConfig.every_steps = 4): the params the last
+    # evaluation scored.
+    assert checkpoint_steps(run_dir) == [4]
+
+    # The evaluator's batches: the first TrainConfig.eval_batches (2) batches of each source's
+    # validation split, at the run's batch size, sequence length and seed.
+    from seqio_tasks import mixing
+    batches = {}
+    for source in sources:
+        iterator = mixing.mixture_iterator(source, sequence_length=64, batch_size=8, seed=0,
+                                           split="validation")
+        batches[source] = [next(iterator) for _ in range(2)]
+    model = PanGuDecoder(dataclasses.replace(TINY, dropout_rate=0.0))
+    apply = jax.jit(lambda p, b: model.apply({"params": p}, b["inputs"], b["positions"],
+                                             b["segment_ids"]))
+    saved_step, params = final_params(str(run_dir))
+    assert saved_step == 4
+    for source in sources:
+        total = weight = 0.0
+        for batch in batches[source]:
+            w = np.asarray(batch["loss_weights"], np.float64)
+            total += float((nll_from_logits(apply(params, batch), batch["targets"]) * w).sum())
+            weight += float(w.sum())
+        assert weight > 0
+        assert records[1][f"eval_loss/{source}"] == pytest.approx(total / weight, rel=1e-4), (
+            source)
+    # Training lowers the validation loss of both sources (deterministic: measured 2 -> 4).
+    for source in sources:
+        assert records[1][f"eval_loss/{source}"] < records[0][f"eval_loss/{source}"], source
 
 
 # --- a URL run directory ---------------------------------------------------------------------
@@ -265,7 +318,7 @@ def test_a_url_run_dir_trains_and_resumes_without_local_files(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-c", URL_RUN, gin_file, str(orbax_root)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=1200)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
