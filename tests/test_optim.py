@@ -332,3 +332,120 @@ def test_build_validates_total_steps():
         OptimizerConfig(schedule="standard").build(total_steps=500)
     # The paper schedule accepts a run shorter than its warmup (a smoke test).
     OptimizerConfig().build(total_steps=100)
+
+
+# ----------------------------------------------- boundaries, whole messages, every config value
+
+
+def _refused(call, message):
+    """``call`` raises ConfigError with exactly ``message``."""
+    with pytest.raises(ConfigError) as error:
+        call()
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("name,corrected", [("paper_adamw", False), ("optax_adamw", True)])
+def test_both_optimizers_use_the_configured_betas_eps_and_float32_first_moment(name, corrected):
+    """Non-default b1, b2 and eps, so that a value left at optax's default shows."""
+    grads = [tiny_grads(0.5), tiny_grads(0.2)]
+    config = OptimizerConfig(name=name, peak_learning_rate=0.1, end_learning_rate=0.1,
+                             warmup_steps=0, b1=0.7, b2=0.8, eps=1e-2, clip_norm=None)
+    optimizer, _ = config.build(total_steps=10)
+    params, _ = run_steps(optimizer, tiny_params(), grads)
+    expected = numpy_reference(tiny_params(), grads, [0.1, 0.1], b1=0.7, b2=0.8, eps=1e-2,
+                               wd=0.1, clip=None, bias_correction=corrected)
+    for key, value in flat(params).items():
+        np.testing.assert_allclose(value, expected[key], rtol=1e-5, err_msg=key)
+    # bf16 params: the first moment is float32 in both (optax keeps nu in the param dtype).
+    bf16 = jax.tree.map(lambda p: p.astype(jnp.bfloat16), tiny_params())
+    state = optimizer.init(bf16)
+    float32_leaves = [leaf for leaf in jax.tree.leaves(state)
+                      if leaf.dtype == jnp.float32 and leaf.shape != ()]
+    assert len(float32_leaves) >= len(jax.tree.leaves(bf16))
+
+
+def test_adam_state_has_the_shapes_of_the_params_and_the_documented_defaults():
+    params = tiny_params()
+    transform = scale_by_adam_no_bias_correction()
+    state = transform.init(params)
+    for tree in (state.mu, state.nu):
+        assert jax.tree.map(jnp.shape, tree) == jax.tree.map(jnp.shape, params)
+    # Defaults b1=0.9, b2=0.95, eps=1e-8: with a gradient of 1e-8, eps is a third of the
+    # denominator, so a wrong default moves the direction visibly.
+    g = 1e-8
+    grads = jax.tree.map(lambda p: jnp.full(p.shape, g, jnp.float32), params)
+    direction, _ = transform.update(grads, state, params)
+    want = 0.1 * g / (math.sqrt(0.05) * g + 1e-8)
+    for leaf in jax.tree.leaves(direction):
+        np.testing.assert_allclose(np.asarray(leaf), want, rtol=1e-5)
+
+
+def test_a_bare_array_is_decayed():
+    assert decay_mask(jnp.ones(3)) is True
+
+
+def test_schedule_refusals_name_the_function_and_the_value():
+    where = "warmup_cosine_schedule"
+    _refused(lambda: warmup_cosine_schedule("x", 0.0, 0, 10),
+             f"{where}: peak='x' and end=0.0 must be finite numbers.")
+    _refused(lambda: warmup_cosine_schedule(1.0, float("inf"), 0, 10),
+             f"{where}: peak=1.0 and end=inf must be finite numbers.")
+    _refused(lambda: warmup_cosine_schedule(1.0, 0.0, 2.5, 10),
+             f"{where}: warmup_steps=2.5 must be an integer >= 0.")
+    _refused(lambda: warmup_cosine_schedule(1.0, 0.0, True, 10),
+             f"{where}: warmup_steps=True must be an integer >= 0.")
+    _refused(lambda: warmup_cosine_schedule(1.0, 0.0, 0, 0),
+             f"{where}: decay_steps=0 must be an integer > 0.")
+    _refused(lambda: warmup_cosine_schedule(1.0, 0.0, 5, 5, "standard"),
+             f"{where}: decay_steps=5 must be > warmup_steps=5 for the 'standard' variant "
+             "(its cosine runs over decay_steps - warmup_steps steps).")
+
+
+def test_schedule_boundaries_that_are_accepted():
+    constant = warmup_cosine_schedule(1e-3, 1e-3, 0, 10)  # peak == end: a constant rate
+    np.testing.assert_allclose([float(constant(s)) for s in (0, 5, 20)], [1e-3] * 3, rtol=1e-6)
+    one = warmup_cosine_schedule(1e-3, 0.0, 0, 1)  # a one-step decay
+    np.testing.assert_allclose([float(one(0)), float(one(1))], [1e-3, 0.0], atol=1e-12)
+    standard = warmup_cosine_schedule(1e-3, 0.0, 5, 6, "standard")  # D = W + 1
+    np.testing.assert_allclose([float(standard(5)), float(standard(6))], [1e-3, 0.0],
+                               atol=1e-12)
+    # The paper's variant allows D <= W: straight from the warmup to the end rate.
+    paper = warmup_cosine_schedule(1e-3, 1e-5, 5, 5)
+    np.testing.assert_allclose([float(paper(4)), float(paper(5))], [0.8e-3, 1e-5], rtol=1e-5)
+
+
+def test_config_boundaries_that_are_accepted():
+    OptimizerConfig(peak_learning_rate=1e-4, end_learning_rate=1e-4)
+    OptimizerConfig(decay_steps=1, warmup_steps=0)
+    OptimizerConfig(decay_steps=5, warmup_steps=5)  # paper schedule: D <= W allowed
+    OptimizerConfig(b1=0.0, b2=0.0, weight_decay=0.0, clip_norm=0.0)
+    OptimizerConfig(warmup_steps=0).build(total_steps=1)
+
+
+def test_config_refusals_are_whole_sentences():
+    cls = "OptimizerConfig"
+    _refused(lambda: OptimizerConfig(b1=1.0), f"{cls}.b1=1.0 must be in [0, 1).")
+    _refused(lambda: OptimizerConfig(warmup_steps=-5),
+             f"{cls}.warmup_steps=-5 must be an integer >= 0.")
+    _refused(lambda: OptimizerConfig(decay_steps=0),
+             f"{cls}.decay_steps=0 must be None or an integer > 0.")
+    _refused(lambda: OptimizerConfig(schedule="standard", warmup_steps=5, decay_steps=5),
+             f"{cls}.decay_steps=5 must be > {cls}.warmup_steps=5 with schedule='standard'.")
+    _refused(lambda: OptimizerConfig(clip_norm=-1.0),
+             f"{cls}.clip_norm=-1.0 must be None or a finite number >= 0 (None or 0 disables "
+             "clipping).")
+    _refused(lambda: OptimizerConfig().build(total_steps=0),
+             f"{cls}: total_steps=0 (the run's optimizer steps) must be an integer > 0.")
+    _refused(lambda: OptimizerConfig().build(total_steps=10.0),
+             f"{cls}: total_steps=10.0 (the run's optimizer steps) must be an integer > 0.")
+    _refused(lambda: OptimizerConfig(schedule="standard").build(total_steps=500),
+             f"{cls}.warmup_steps=500 must be < the decay steps (500 = total_steps, since "
+             f"{cls}.decay_steps is None) with schedule='standard'.")
+
+
+def test_the_configured_schedule_variant_reaches_the_schedule():
+    standard = OptimizerConfig(schedule="standard", peak_learning_rate=PEAK,
+                               end_learning_rate=END, warmup_steps=W, decay_steps=D)
+    for step in (W, W + 7, D // 2):
+        np.testing.assert_allclose(standard.learning_rate_at(step, total_steps=D),
+                                   standard_lr(step), rtol=1e-5)

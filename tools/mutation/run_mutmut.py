@@ -50,9 +50,9 @@ MODULES = {
 }
 KILLS = "tests/test_mutation_kills.py"
 # The tests --verify-kills runs on each mutant not killed: by default the kill tests; for the
-# scorer, its hand-worked multiple-choice tests (also in its selection, so this re-checks the
-# mutants that timed out on a loaded machine and adds tests written after the run).
-VERIFY_TESTS = {"scoring": ["tests/test_multiple_choice.py"]}
+# scorer and the optimizer, their own test files (also their selection: this re-checks mutants
+# that timed out on a loaded machine and adds the tests written after the run).
+VERIFY_TESTS = {"scoring": ["tests/test_multiple_choice.py"], "optim": ["tests/test_optim.py"]}
 # JAX is not fork-safe once its backend is up (the conftest's jax.devices()): for targets whose
 # tests run JAX, fork each mutant from a server that has only imported the heavy modules.
 JAX_TARGETS = {"losses", "scoring", "optim"}
