@@ -96,6 +96,19 @@ def test_each_mode_scores_every_candidate_of_every_question_by_hand(mode):
     assert not any(r.truncated for r in results)
 
 
+def test_every_question_reads_its_own_slice_of_the_batched_sums():
+    """Three questions of 2, 3 and 1 candidates: the third starts at row 5, which only a
+    running offset finds."""
+    spans = {"q1": ["a", "b"], "q2": ["c", "aa", "bb"], "q3": ["bbb"]}
+    rows = [{"example_id": qid.encode(), "candidate": i, "inputs": b"P:",
+             "targets": span.encode(), "label": 0, "labels": b"0"}
+            for qid, group in spans.items() for i, span in enumerate(group)]
+    results = _score("loglik", rows)
+    assert [r.example_id for r in results] == ["q1", "q2", "q3"]
+    for result, want in zip(results, ([0.5, 2.0], [3.0, 1.0, 4.0], [6.0])):
+        assert result.scores == pytest.approx(want)
+
+
 def test_gold_labels_come_from_the_labels_field_or_fall_back_to_the_label():
     by_id = {r.example_id: r for r in _score("corrected")}
     # q1: labels "2,0" (two gold answers); label 2.
