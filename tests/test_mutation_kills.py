@@ -381,7 +381,10 @@ def test_a_mixture_iterator_starts_at_step_zero_on_one_host_and_skips_from_any_p
 
     iterator = mixing.MixtureIterator(plan, streams())
     assert iterator.step == 0 and iterator.host_slice == slice(0, 2)
-    assert next(iterator)["inputs"][:, 0].tolist() == [2, 5002]
+    first = next(iterator)
+    assert first["inputs"][:, 0].tolist() == [2, 5002]
+    # Each row names its source (the trainer's per-source shares and losses read it).
+    assert first["source_ids"].dtype == np.int32 and first["source_ids"].tolist() == [0, 1]
     advanced = streams()
     advanced["a"].next_row()  # a stream already one row in: skip only the rest
     resumed = mixing.MixtureIterator(plan, advanced, start_step=2)
