@@ -341,6 +341,27 @@ def test_row_stats_are_per_step_snapshots_forgotten_once_read():
     assert iterator.row_stats(3)["b"]["examples"] == 4
 
 
+def test_row_stats_nobody_reads_are_capped_at_the_last_64_steps():
+    """A run that never asks for its row statistics keeps those of the last 64 steps only,
+    so they cannot grow with the run."""
+    def run(steps):
+        schedule = schedules.make_schedule("s", [(0, {"a": 1})])
+        stream = mixing.SourceStream(FakeTask("a", _docs(0, 50)), "train", 0,
+                                     lambda: packing.ConcatPacker(4), row_shuffle_buffer=0)
+        iterator = mixing.MixtureIterator(mixing.MixturePlan(schedule, batch_size=1),
+                                          {"a": stream})
+        for _ in range(steps):
+            next(iterator)
+        return iterator
+
+    long_run = run(70)
+    # Step 6's snapshot, kept as steps 7..69 were made, is the one a 7-step run reports.
+    assert long_run.row_stats(6) == run(7).row_stats(6)
+    long_run = run(70)
+    with pytest.raises(KeyError):
+        long_run.row_stats(5)  # steps 0..5 were dropped as steps 64..69 were made
+
+
 def test_a_task_with_some_overlong_examples_keeps_streaming_over_epochs():
     task = FakeTask("some", [{"inputs": [2] * 6, "targets": [3, 1]},
                              {"inputs": [4], "targets": [5, 1]}, {"inputs": [6], "targets": [1]}])
