@@ -14,7 +14,11 @@ from test_multihost import _finish, _start_hosts, _write_gin, held_port, wait_st
 
 
 def test_sigterm_to_one_host_saves_both_at_one_agreed_step_and_resumes(tmp_path):
-    num_steps = 8
+    # JAX's notifier notices SIGTERM on its own schedule (it polls for it about once a second)
+    # and the hosts agree on a later step, so the notice lands some steps after step 3: on an
+    # idle machine 5 steps were not enough. 64 leave room for several seconds of tiny steps;
+    # a notice later than that fails the test below instead of passing unnoticed.
+    num_steps = 64
     command = _write_gin(tmp_path, num_steps, every=100)
     run_dir = tmp_path / "run"
     with held_port() as port:
