@@ -181,10 +181,14 @@ class SourceStream:
                 raise DataFileError(f"Task {self.task.name!r} split {self.split!r} has no "
                                     "examples; is its data empty?")
             if stats.dropped - dropped_before == examples:
+                if getattr(self.packer, "overlong", "drop") == "truncate":
+                    why, fix = "has a prompt that fills", "raise the sequence length"
+                else:
+                    why = "is longer than"
+                    fix = "raise the sequence length or use overlong='truncate'"
                 raise packing.OverlongExampleError(
-                    f"Every example of task {self.task.name!r} split {self.split!r} is longer "
-                    f"than a row of {stats.row_length} tokens and was dropped; raise the "
-                    "sequence length or use overlong='truncate'.")
+                    f"Every example of task {self.task.name!r} split {self.split!r} {why} a "
+                    f"row of {stats.row_length} tokens and was dropped; {fix}.")
 
     def _shuffled(self, rows: Iterator[packing.Row]) -> Iterator[packing.Row]:
         """A seeded buffer shuffle of an endless row sequence: deterministic for (seed, task),

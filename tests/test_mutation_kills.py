@@ -263,6 +263,14 @@ def test_an_empty_or_all_overlong_task_fails_loudly():
                              "of 4 tokens and was dropped; raise the sequence length or use "
                              "overlong='truncate'.$"):
         long.next_row()
+    # Truncation keeps only examples whose prompt leaves room for a target token.
+    prompts = mixing.SourceStream(FakeTask("long", [{"inputs": [2] * 5, "targets": [3, 1]}]),
+                                  "test", 0, lambda: packing.OnePerRowPacker(4, overlong="truncate"),
+                                  row_shuffle_buffer=0)
+    with pytest.raises(packing.OverlongExampleError,
+                       match="^Every example of task 'long' split 'test' has a prompt that fills "
+                             "a row of 4 tokens and was dropped; raise the sequence length.$"):
+        prompts.next_row()
 
 
 def _reference_row_shuffle(rows, seed, name, size):
@@ -410,6 +418,50 @@ def test_a_mixture_iterator_starts_at_step_zero_on_one_host_and_skips_from_any_p
     advanced["a"].next_row()  # a stream already one row in: skip only the rest
     resumed = mixing.MixtureIterator(plan, advanced, start_step=2)
     assert next(resumed)["inputs"][:, 0].tolist() == [202, 5202]
+
+
+
+def test_mixture_iterator_defaults_and_the_streams_it_builds():
+    """The documented defaults (train split, seed 0, step 0, one host, a 1000-step run, one
+    instruction a row with overlong ones dropped) and the row shuffle on pre-training streams
+    only."""
+    sft = mixing.mixture_iterator("sft_stepwise_increase_embedded", sequence_length=64,
+                                  batch_size=4)
+    # Four equal phases of a 1000-step run.
+    assert [stage.start_step for stage in sft.plan.schedule.stages] == [0, 250, 500, 750]
+    assert sft.plan.batch_size == 4 and sft.step == 0 and sft.host_slice == slice(0, 4)
+    assert [s.task.name for s in sft.streams] == list(sft.plan.sources) and len(sft.streams) == 2
+    for stream in sft.streams:
+        assert (stream.split, stream.seed) == ("train", 0)
+        assert type(stream.packer) is packing.OnePerRowPacker
+        assert (stream.packer.length, stream.packer.overlong) == (64, "drop")
+        assert stream.row_shuffle_buffer <= 1  # instruction rows stay in packing order
+    batch = next(sft)
+    assert batch["inputs"].shape == (4, 64) and sft.step == 1
+
+    longer = mixing.mixture_iterator("sft_stepwise_increase_embedded", sequence_length=128,
+                                     batch_size=2, seed=3, split="validation", start_step=5,
+                                     total_steps=1001, host_index=1, host_count=2,
+                                     pack_instructions=True, overlong="truncate")
+    # round(0.75 * 1001) = 751; round(500.5) is 500 (half to even).
+    assert [stage.start_step for stage in longer.plan.schedule.stages] == [0, 250, 500, 751]
+    assert longer.step == 5 and longer.host_slice == slice(1, 2)
+    for stream in longer.streams:
+        assert (stream.split, stream.seed) == ("validation", 3)
+        assert type(stream.packer) is packing.GreedyPacker
+        assert (stream.packer.length, stream.packer.overlong) == (128, "truncate")
+    assert next(longer)["inputs"].shape == (1, 128)
+
+    pretrain = mixing.mixture_iterator("pretrain_stepwise_increase_embedded", sequence_length=64,
+                                       batch_size=4)
+    assert len(pretrain.streams) == 2
+    for stream in pretrain.streams:
+        assert type(stream.packer) is packing.ConcatPacker
+        assert stream.row_shuffle_buffer == 1024
+    assert next(pretrain)["inputs"].shape == (4, 64)
+    small = mixing.mixture_iterator("pretrain_stepwise_increase_embedded", sequence_length=64,
+                                    batch_size=4, row_shuffle_buffer=7)
+    assert [stream.row_shuffle_buffer for stream in small.streams] == [7, 7]
 
 
 # --- packing ---------------------------------------------------------------------------------
