@@ -55,8 +55,9 @@ class Benchmark:
         policy = policy or current_policy()
         key = (id(self), split, os.path.abspath(data_root()), policy)
         if key not in _CACHE:
-            _CACHE[key] = self._load(split, policy)
-        return _CACHE[key]
+            # The entry keeps its benchmark alive, so no other object can take over its id.
+            _CACHE[key] = (self, self._load(split, policy))
+        return _CACHE[key][1]
 
     def examples(self, split: str) -> list[dict[str, Any]]:
         return self.load(split).examples
@@ -83,7 +84,7 @@ class Benchmark:
                         _sha256(records.source))
 
 
-_CACHE: dict[tuple, Examples] = {}
+_CACHE: dict[tuple, tuple[Benchmark, Examples]] = {}
 
 
 def chance(examples: list[Mapping[str, Any]]) -> float:

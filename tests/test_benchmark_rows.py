@@ -6,6 +6,7 @@ counts below were worked out by hand from make_fixtures.py. The published files 
 read when ../shared/data is present (the development workspace) and skipped otherwise.
 """
 
+import hashlib
 import json
 import os
 
@@ -170,13 +171,17 @@ def test_undecodable_bytes_in_a_json_array_skip_only_their_record(tmp_path):
 
 # ----------------------------------------------------------------------------- tasks
 
-def test_benchmark_examples_chance_and_template_failures(messy_root):
+def test_benchmark_examples_chance_and_template_failures(messy_root, monkeypatch):
     jecqa = Benchmark(B.read_jecqa, T.jecqa_candidates, {"test": {}}, "test")
     loaded = jecqa.load("test", LOOSE)
     # Gold sets [1], [0, 2], [3], [1], [2] of 4 options: (1 + 2 + 1 + 1 + 1) / 20.
     assert loaded.chance == pytest.approx(6 / 20)
     assert loaded.examples.skipped[R.EMPTY_ANSWER] == 1 and len(loaded.examples) == 5
+    with open(os.path.join(MESSY, "jecqa", "jec-qa-kd.jsonl"), "rb") as f:
+        assert loaded.data_sha256 == hashlib.sha256(f.read()).hexdigest()
     assert jecqa.load("test", LOOSE) is loaded  # read once per data root and policy
+    assert len(jecqa.load("test", R.ReadPolicy(max_skipped_fraction=0.9)).examples) == 5
+    assert jecqa.load("test", R.ReadPolicy(max_skipped_fraction=0.9)) is not loaded
     # The CoT template needs an explanation per option: an item without them is skipped.
     short = Benchmark(B.read_ekar, lambda r: T.ekar_cot_candidates(
         dict(r, explanation=r["explanation"][:2] if r["id"] == "ekar-1" else
@@ -187,6 +192,28 @@ def test_benchmark_examples_chance_and_template_failures(messy_root):
     assert examples.skipped[R.EMPTY_ANSWER] == 1  # the reader's counts are kept
     with pytest.raises(ValueError, match="no split 'validation'; splits: \\['test'\\]"):
         short.load("validation")
+    # Another data root is another file (tests/fixtures/benchmarks: three clean questions).
+    monkeypatch.setenv("CODEREASON_DATA_DIR", os.path.join(HERE, "fixtures", "benchmarks"))
+    clean = jecqa.load("test", LOOSE)
+    assert len(clean.examples) == 3 and clean.examples.skipped == {}
+    assert clean.chance == pytest.approx((1 + 3 + 1) / 12)  # gold [0], [0, 1, 3], [3]
+
+
+
+def test_short_lived_benchmarks_never_get_each_others_examples(tmp_path):
+    """The cache is keyed on the benchmark object: a new benchmark built where a freed one
+    lived (CPython reuses addresses) must read its own reader, not the old one's examples."""
+    source = tmp_path / "questions.jsonl"
+    source.write_text("{}\n")
+    for n in range(1, 30):
+        def reader(policy, n=n):
+            return R.Records([{"id": i} for i in range(n)], source=str(source))
+
+        benchmark = Benchmark(reader, lambda r: dict(r, candidates=["a", "b"], labels=[0]),
+                              {"test": {}}, "test")
+        examples = benchmark.load("test", LOOSE).examples
+        del benchmark
+        assert [example["id"] for example in examples] == list(range(n))
 
 
 def test_chance_counts_every_gold_answer():

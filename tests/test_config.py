@@ -3,6 +3,7 @@
 import dataclasses
 
 import gin
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -132,9 +133,12 @@ def test_divisibility_error_suggests_a_divisor(tiny_config):
 
 def test_sequence_longer_than_position_table(tiny_config):
     model = PanGuDecoder(tiny_config)
+    full = jnp.zeros((1, tiny_config.max_seq_len), jnp.int32)  # the whole table: accepted
+    shapes = jax.eval_shape(model.init, jax.random.key(0), full)
+    assert shapes["params"]["position_embeddings"].value.shape[0] == tiny_config.max_seq_len
     too_long = jnp.zeros((1, tiny_config.max_seq_len + 1), jnp.int32)
     with pytest.raises(ConfigError, match=r"exceeds PanGuConfig.max_seq_len=32"):
-        model.init({"params": __import__("jax").random.key(0)}, too_long)
+        model.init({"params": jax.random.key(0)}, too_long)
 
 
 def test_missing_required_value_is_named(tmp_path):

@@ -208,7 +208,7 @@ def test_shape_from_tensors_without_gin_and_bfloat16_output(tmp_path, capsys, mo
     sd = {k[len("transformer."):]: v for k, v in sd.items()}  # GPTPanguModel without prefix
     write_safetensors(tmp_path / "weights.safetensors", sd)
     (tmp_path / "config.json").write_text(json.dumps(
-        {"num_heads": HEADS, "activation_function": "gelu", "layer_norm_epsilon": 1e-5}))
+        {"num_heads": HEADS, "activation_function": "gelu", "layer_norm_epsilon": 1e-6}))
     out = tmp_path / "converted"
     rc = convert_pangu.main([f"--hf_checkpoint={tmp_path}", f"--output={out}",
                              "--dtype=bfloat16"])
@@ -216,10 +216,17 @@ def test_shape_from_tensors_without_gin_and_bfloat16_output(tmp_path, capsys, mo
     assert rc == 0, captured.err
     assert "PanGuVocabulary" in captured.out and "40,000-piece" in captured.out
     gin_text = (out / "model.gin").read_text()
-    for line in (f"PanGuConfig.num_layers = {LAYERS}", f"PanGuConfig.d_ff = {FF}",
-                 f"PanGuConfig.num_heads = {HEADS}", "PanGuConfig.activation = 'gelu_erf'",
-                 "PanGuConfig.scan_layers = False"):
-        assert line in gin_text
+    bindings = dict(line.split(" = ", 1) for line in gin_text.splitlines()
+                    if line.startswith("PanGuConfig."))
+    # Every field the weights need: sizes off the tensors (wte rows and columns, wpe rows, the
+    # h.{i} count, c_fc rows), heads, activation and epsilon from config.json.
+    assert bindings == {
+        "PanGuConfig.vocab_size": str(VOCAB), "PanGuConfig.used_vocab_size": "None",
+        "PanGuConfig.num_layers": str(LAYERS), "PanGuConfig.d_model": str(D),
+        "PanGuConfig.num_heads": str(HEADS), "PanGuConfig.d_ff": str(FF),
+        "PanGuConfig.max_seq_len": str(SEQ), "PanGuConfig.activation": "'gelu_erf'",
+        "PanGuConfig.layer_norm_epsilon": "1e-06", "PanGuConfig.use_query_layer": "True",
+        "PanGuConfig.scan_layers": "False"}
     params = load(config(), str(out))  # restored (cast to float32) from bfloat16
     np.testing.assert_array_equal(
         params["word_embeddings"], sd["wte.weight"].astype(ml_dtypes.bfloat16).astype(np.float32))

@@ -52,7 +52,9 @@ def test_codeparrot_reads_shards_in_sorted_order():
     assert list(read_codeparrot(os.path.join(CODEPARROT, "file-*.json.gz"))) == docs
     shards = sorted(os.listdir(CODEPARROT))
     reverse = [os.path.join(CODEPARROT, s) for s in reversed(shards)]
-    assert [d["path"] for d in read_codeparrot(reverse)][0] == "dave/strings/strings/shout.py"
+    assert [d["path"] for d in read_codeparrot(reverse)] == [
+        "dave/strings/strings/shout.py", "alice/tinyutils/tinyutils/maths.py",
+        "bob/copyleft-tools/tools/greet.py", "carol/geometry/geometry/area.py"]
 
 
 def test_codeparrot_license_filter_counts_what_it_drops(caplog):

@@ -52,12 +52,17 @@ def test_left_padded_batch_matches_unpadded_rows(tiny_config):
     want_short = model.apply({"params": params}, jnp.concatenate([short, next_tokens[:1]], 1))
     want_long = model.apply({"params": params}, jnp.concatenate([long_, next_tokens[1:]], 1))
     np.testing.assert_allclose(logits[0, pad:], want_short[0, :4], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits[1], want_long[0, :7], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(step[0, 0], want_short[0, 4], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(step[1, 0], want_long[0, 7], rtol=1e-5, atol=1e-5)
 
 
 def test_cache_longer_than_position_table_is_refused(tiny_config):
     model, params = init(tiny_config)
+    # The whole table is usable: a cache of exactly max_seq_len positions is accepted.
+    cache = decoding.init_cache(model, params, batch_size=1, max_length=tiny_config.max_seq_len)
+    assert {leaf.shape[1] for leaf in jax.tree.leaves(cache) if leaf.ndim >= 2} == {
+        tiny_config.max_seq_len}
     with pytest.raises(ConfigError, match="max_seq_len"):
         decoding.init_cache(model, params, batch_size=1, max_length=tiny_config.max_seq_len + 1)
 

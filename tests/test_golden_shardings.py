@@ -10,6 +10,8 @@ import json
 import math
 import os
 
+import flax.linen as nn
+import jax
 import pytest
 
 from codereason_jax import gin_utils, partitioning
@@ -77,6 +79,24 @@ def test_golden_per_device_shapes_tile_the_full_shapes(model, mesh):
         assert tuple(full) == tuple(shapes[name]), name
         sharded += entry["shard_shape"] != list(shapes[name])
     assert sharded > len(golden) // 2  # most parameters really are split over the mesh
+
+
+def test_the_training_shardings_are_the_golden_ones():
+    """The golden files are made by sharding_table; training shards through
+    partitioning.param_shardings on a real mesh. On 8 devices both must give the golden
+    per-device shape of every pangu_tiny parameter, or the files pin the wrong thing."""
+    model, mesh = "pangu_tiny", (2, 1, 4)
+    with open(_path(model, mesh)) as f:
+        golden = json.load(f)
+    gin_utils.parse([f"gin/models/{model}.gin"])
+    boxed = abstract_params(gin_utils.model_config())
+    shardings = partitioning.param_shardings(boxed, partitioning.make_mesh(mesh),
+                                             partitioning.DEFAULT_RULES)
+    flat = jax.tree_util.tree_flatten_with_path(
+        boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+    real = {"/".join(str(getattr(k, "key", k)) for k in path): list(sharding.shard_shape(
+        box.value.shape)) for (path, box), sharding in zip(flat, jax.tree.leaves(shardings))}
+    assert real == {name: entry["shard_shape"] for name, entry in golden.items()}
 
 
 def test_a_changed_rule_fails_and_update_mode_rewrites_then_fails(tmp_path):

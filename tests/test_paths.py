@@ -1,6 +1,8 @@
 """The run-directory path layer: local paths as before, URLs untouched (no network: TF's
 in-memory ram:// file system stands in for an object store, and gs:// is only named)."""
 
+import builtins
+import errno
 import json
 import os
 import uuid
@@ -8,6 +10,7 @@ import uuid
 import pytest
 
 from codereason_jax import paths
+from codereason_jax.cli import RunWriteError
 
 
 def _ram(name: str) -> str:
@@ -60,11 +63,55 @@ def test_file_operations_on_a_url(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []  # nothing local: no ./ram: folder
 
 
-def test_local_write_text_is_atomic_and_leaves_no_temporary(tmp_path):
+def test_move_on_a_url_copies_every_file_then_removes_the_source():
+    """An object store has no directory rename: a checkpoint moved aside is copied file by
+    file, then the source is deleted."""
+    root = _ram("run")
+    source = paths.join(root, "checkpoints", "6")
+    paths.makedirs(paths.join(source, "params"))
+    paths.write_text(paths.join(source, "params", "shard"), "weights")
+    paths.write_text(paths.join(source, "meta"), "{}")
+    target = paths.join(root, "checkpoints_corrupt", "6")
+    paths.makedirs(paths.dirname(target))
+    paths.move(source, target)
+    for gone in (source, paths.join(source, "params", "shard"), paths.join(source, "meta")):
+        assert not paths.exists(gone), gone
+    assert paths.listdir(target) == ["meta", "params"]
+    assert paths.read_text(paths.join(target, "params", "shard")) == "weights"
+    assert paths.read_text(paths.join(target, "meta")) == "{}"
+    paths.move(paths.join(target, "meta"), paths.join(root, "meta"))  # a single file
+    assert paths.read_text(paths.join(root, "meta")) == "{}"
+    assert paths.listdir(target) == ["params"]
+
+
+def test_local_write_text_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
     path = str(tmp_path / "config.gin")
     paths.write_text(path, "x")
     paths.write_text(path, "y")
     assert open(path).read() == "y" and os.listdir(tmp_path) == ["config.gin"]
+
+    class FullDisk:
+        """A file whose write stores half the text, then fails as a full disk does."""
+
+        def __init__(self, file, mode="r", **kwargs):
+            self.file = builtins.open(file, mode, **kwargs)
+
+        def write(self, text):
+            self.file.write(text[:len(text) // 2])
+            self.file.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            self.file.close()
+
+    monkeypatch.setattr(paths, "open", FullDisk, raising=False)  # the module's `open`
+    with pytest.raises(RunWriteError, match="could not write .*No space left on device"):
+        paths.write_text(path, "a new config\n")
+    # The old file is whole and no half-written copy is left beside it.
+    assert builtins.open(path).read() == "y" and os.listdir(tmp_path) == ["config.gin"]
 
 
 def _steps(text: str) -> list[int]:

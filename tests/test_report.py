@@ -45,8 +45,24 @@ def test_report_labels_incomparable_runs_and_bolds_nothing_without_examples(tmp_
     assert "70.0 [65.0, 75.0] n=50 †" in markdown and "**" not in markdown
     assert "† OTHER on eval_embedded_codeqa" in markdown and "not comparable" in markdown
     assert "4.00 n=40" in markdown  # BLEU with two decimals
+    # On the generation task OTHER differs only in its vocabulary: that alone is incomparable.
+    assert "| eval_embedded_codegen (bleu_paper) | 1.50 n=40 | 4.00 n=40 | 1.50 n=40 † |" in (
+        markdown)
+    assert "† OTHER on eval_embedded_codegen" in markdown
     rows = list(csv.DictReader(open(out_dir / "table_embedded.csv")))
-    assert len(rows) == 6 and {r["comparable"] for r in rows} == {"True", "False"}
+    assert [(r["task"], r["run"], r["comparable"]) for r in rows] == [
+        (task, run, str(run != "OTHER")) for task in ("eval_embedded_codeqa",
+                                                       "eval_embedded_codegen")
+        for run in ("NL", "CODE", "OTHER")]
+    # Another scoring mode or another sampling is incomparable too, each on its own.
+    other_mode = _run("aaa", 60.0, mode="paper")
+    other_sampling = _run("aaa", 60.0)
+    other_sampling["tasks"]["eval_embedded_codegen"]["sampling"] = {"method": "top_p"}
+    cells, _, _ = report.build_table([_run("aaa", 51.0), other_mode, other_sampling],
+                                     ["A", "B", "C"], ["eval_embedded_codeqa",
+                                                       "eval_embedded_codegen"])
+    assert [[c.endswith(" †") for c in row[1:]] for row in cells] == [
+        [False, True, False], [False, False, True]]
     assert (out_dir / "table_embedded.png").stat().st_size > 5000
     for name in ("report.md", "report.html", "report.json"):
         assert (out_dir / name).exists(), name
@@ -55,10 +71,14 @@ def test_report_labels_incomparable_runs_and_bolds_nothing_without_examples(tmp_
 def test_report_errors(tmp_path, capsys):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(_run("aaa", 50.0)))
-    assert report.main([str(path), "--labels=A,B"]) == 2
-    assert report.main([str(path), "--tables=9"]) == 2
-    assert report.main([str(path), "--tables=2", f"--output_dir={tmp_path}/o"]) == 2
-    assert report.main([str(tmp_path / "missing.json")]) == 2
+    out = f"--output_dir={tmp_path}/o"
+    assert report.main([str(path), "--labels=A,B", out]) == 2
+    assert "2 labels for 1 results files" in capsys.readouterr().err
+    assert report.main([str(path), "--tables=9", out]) == 2
+    assert "unknown tables ['9']" in capsys.readouterr().err
+    assert report.main([str(path), "--tables=2", out]) == 2  # no task of Table 2 in the file
+    assert "none of the chosen tables has a task present" in capsys.readouterr().err
+    assert report.main([str(tmp_path / "missing.json"), out]) == 2
     assert "cannot read results file" in capsys.readouterr().err
 
 
@@ -89,6 +109,12 @@ def test_run_summary_lists_split_skipped_chance_and_failures():
     assert ("| eval_jecqa_kd | test | accuracy | 50.5 [47.4, 53.6] | 999 | 1 (empty answer 1) "
             "| 49.10 | ≈ |") in summary
     assert "- **eval_ekar failed**: ekar_chinese/test.json does not exist" in summary
+    # A failure of a task that still has a row marks that row as an earlier result.
+    rerun = report.run_summary(dict(run, checkpoint=None, init_seed=7,
+                                    failed={"eval_jecqa_kd": "out of memory"}))
+    assert rerun.startswith("# Evaluation of fresh initialisation (seed 7), step 1000\n")
+    assert ("- **eval_jecqa_kd failed** (the row above is an earlier result, computed with "
+            "other settings): out of memory") in rerun
 
 
 # --------------------------------------------------------------- results with per-example data
@@ -147,7 +173,9 @@ def test_numbers_have_fixed_decimals_per_metric_and_never_scientific_notation():
     assert numbers.fmt(-1e-9, "loss", signed=True) == "+0.000"
     assert numbers.fmt(12.5, "pass@1") == "12.5"
     assert numbers.fmt_ci([2.2e-07, 0.0022], "bleu_corpus") == "[0.00, 0.00]"
-    assert not SCIENTIFIC.search(numbers.fmt(1e22, "bleu"))
+    assert numbers.fmt(1e22, "bleu") == "1" + "0" * 22 + ".00"  # positional, however large
+    assert numbers.fmt(-0.0004, "loss") == "0.000"  # a rounded zero carries no sign
+    assert numbers.fmt(float("nan"), "accuracy") == "n/a"
     assert numbers.fmt(None, "loss") == "–"
 
 
@@ -196,6 +224,12 @@ def test_panels_one_per_task_with_chance_lines_only_where_defined():
     marks = [[line for line in ax.get_lines() if line.get_gid() == "significant"]
              for ax in fig.axes]
     assert [len(m) for m in marks] == [1, 1, 1]
+    # The bracket starts at the winner: CODE, x = 1 (for the loss too: lower is better).
+    assert [list(m[0].get_xdata()) for m in marks] == [[1, 1, 0, 0]] * 3
+    assert [(r["task"], r["run"], r["better_than"]) for r in raw] == [
+        (task, run, ["NL"] if run == "CODE" else []) for task in ("eval_cosqa", "eval_mbpp",
+                                                                    "embedded_code")
+        for run in ("NL", "CODE")]
     panels.save(fig, "/dev/null")
 
 
@@ -287,7 +321,9 @@ def test_report_rejects_files_that_are_not_results(tmp_path, capsys):
     assert "not a results file" in capsys.readouterr().err
     good = _write(tmp_path, "r", _results({"eval_cosqa": _mc([True, False])}))
     assert report.main([good, good, "--labels=A,A", f"--output_dir={tmp_path}/o"]) == 2
+    assert "labels must differ, got ['A', 'A']" in capsys.readouterr().err
     assert report.main([good, "--resamples=0", f"--output_dir={tmp_path}/o"]) == 2
+    assert "--resamples must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_mini_reproduction_report_shows_paper_claims_and_html(tmp_path):

@@ -239,7 +239,10 @@ def test_preflight_checks_before_anything_is_written(tmp_path):
 
 
 def test_the_error_surface(capsys, monkeypatch):
+    seen = []
+
     def user_mistake(argv):
+        seen.append(argv)
         raise ConfigError("TrainConfig.num_steps must be > 0.\n  In call to configurable "
                           "'TrainConfig'")
 
@@ -247,8 +250,9 @@ def test_the_error_surface(capsys, monkeypatch):
     assert cli.run(user_mistake, []) == 2
     err = capsys.readouterr().err
     assert err == "error: TrainConfig.num_steps must be > 0.\n"
-    assert cli.run(user_mistake, ["--debug"]) == 2
+    assert cli.run(user_mistake, ["--debug", "--x=1"]) == 2
     assert "Traceback" in capsys.readouterr().err
+    assert seen == [[], ["--x=1"]]  # --debug is the runner's, not passed on
     monkeypatch.setenv(cli.DEBUG_ENV, "1")
     assert cli.run(user_mistake, []) == 2
     assert "Traceback" in capsys.readouterr().err
@@ -256,7 +260,9 @@ def test_the_error_surface(capsys, monkeypatch):
     def disk_full(argv):
         raise cli.RunWriteError("could not write x")
 
-    assert cli.run(disk_full, []) == cli.WRITE_FAILED
+    monkeypatch.delenv(cli.DEBUG_ENV)
+    assert cli.run(disk_full, []) == cli.WRITE_FAILED == 4
+    assert capsys.readouterr().err == "error: could not write x\n"
 
     def our_bug(argv):
         raise KeyError("a bug")

@@ -52,6 +52,8 @@ def test_prints_one_log_prob_per_predicted_position(checkpoint, capsys):
     expected = log_probs[np.arange(len(IDS) - 1), IDS[1:]]
     np.testing.assert_allclose(printed, expected, rtol=1e-6, atol=1e-6)
     assert np.all(printed < 0) and np.ptp(printed) > 0.1  # a real, non-uniform model
+    # The limits hold their ends: max_seq_len ids, and id vocab_size - 1, are accepted.
+    assert score.parse_token_ids(",".join(["63"] * 16), config) == [63] * 16
 
 
 @pytest.mark.parametrize("ids, message", [

@@ -7,6 +7,7 @@ with all its fields; a text tree of .txt, .jsonl, .jsonl.gz). Documents are name
 
 import gzip
 import hashlib
+import io
 import json
 import os
 
@@ -14,7 +15,7 @@ import pytest
 import seqio
 import tensorflow_datasets as tfds
 
-from seqio_tasks.sources import corpora
+from seqio_tasks.sources import corpora, files
 from seqio_tasks.sources.files import DataFileError, _open_url_text
 from seqio_tasks.tfds_builders import builders, prepare, tfds_name
 from seqio_tasks.tfds_builders.seqio_source import PreparedTfdsSource
@@ -281,10 +282,26 @@ def test_text_config_names_and_paragraphs(tmp_path):
                    "validation": {"web/page163.txt#0": "Held out.\n"}}
 
 
-def test_remote_paths_are_read_through_epath(inputs):
+def test_remote_paths_are_read_through_epath(inputs, tmp_path, monkeypatch):
     shard = os.path.join(inputs["codeparrot"], "file-000000000002.json.gz")
     with _open_url_text(shard) as f:  # the gs:// branch of open_text, on a local file
         assert json.loads(f.readline())["repo_name"] == "user4/proj"
+    plain = tmp_path / "plain.jsonl"  # not gzipped: read as it is
+    plain.write_text('{"text": "中文"}\n', encoding="utf-8")
+    with _open_url_text(str(plain)) as f:
+        assert json.loads(f.readline()) == {"text": "中文"}
+    # open_text sends URLs, and only URLs, to that branch.
+    assert [files.is_url(p) for p in ("gs://bucket/a.json.gz", "s3://b/x", shard,
+                                      "C:\\data\\x.json", "relative/gs:/x")] == [
+        True, True, False, False, False]
+    opened = []
+    monkeypatch.setattr(files, "_open_url_text", lambda path: opened.append(path) or
+                        io.StringIO("remote\n"))
+    with files.open_text("gs://bucket/cp/file-1.json.gz") as f:
+        assert f.read() == "remote\n"
+    with files.open_text(shard) as f:  # a local .gz: gunzipped here, not through epath
+        assert json.loads(f.readline())["repo_name"] == "user4/proj"
+    assert opened == ["gs://bucket/cp/file-1.json.gz"]
     assert prepare.parse_beam_options(["runner=DirectRunner,direct_num_workers=2",
                                        "--project=p"]) == [
         "--runner=DirectRunner", "--direct_num_workers=2", "--project=p"]

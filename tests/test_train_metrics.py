@@ -103,6 +103,12 @@ def test_peak_table(kind, peak):
     assert "dense bf16" in source and kind in source
 
 
+def test_float16_takes_the_table_peak():
+    """On GPUs fp16 and bf16 tensor-core peaks agree: float16 is not an unknown dtype."""
+    value, _ = M.peak_flops_per_device(_device("NVIDIA H100 80GB HBM3", "gpu"), jnp.float16)
+    assert value == 989e12
+
+
 def test_unknown_device_or_dtype_gives_nan_and_a_warning():
     with pytest.warns(UserWarning, match="unknown device kind 'NVIDIA A100-SXM4-40GB'"):
         value, source = M.peak_flops_per_device(_device("NVIDIA A100-SXM4-40GB", "gpu"))
@@ -113,14 +119,33 @@ def test_unknown_device_or_dtype_gives_nan_and_a_warning():
     assert math.isnan(M.mfu(1000.0, 1e9, value))
 
 
-def test_cpu_peak_is_measured_once_per_process():
+def test_matmul_peak_is_2n3_flops_over_the_best_repeat(monkeypatch):
+    """A fake clock: repeats of 0.5 s, 0.25 s and 0.4 s; the compile is not timed."""
+    ticks = iter([0.0, 0.5, 1.0, 1.25, 2.0, 2.4])
+    monkeypatch.setattr(M, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    assert M.measure_matmul_peak(jnp.float32, size=64, repeats=3) == 2 * 64 ** 3 / 0.25
+    assert next(ticks, None) is None  # exactly two clock reads per repeat
+
+
+def test_cpu_peak_is_measured_once_per_process(monkeypatch):
     measured = M.measure_matmul_peak(jnp.float32, size=256, repeats=2)
     assert math.isfinite(measured) and measured > 0
-    first, source = M.peak_flops_per_device(jax.devices("cpu")[0], "float32")
+    monkeypatch.setattr(M, "_cpu_peak_cache", {})
+    calls = []
+
+    def fake_measure(dtype, device=None):
+        calls.append(dtype)
+        return 1.5e11 * len(calls)
+
+    monkeypatch.setattr(M, "measure_matmul_peak", fake_measure)
+    cpu = jax.devices("cpu")[0]
+    first, source = M.peak_flops_per_device(cpu, "float32")
     assert source == "measured float32 matmul on cpu"
-    assert math.isfinite(first) and first > 0
-    again, _ = M.peak_flops_per_device(jax.devices("cpu")[0], "float32")
-    assert again == first  # cached, not re-measured
+    assert first == 1.5e11
+    again, _ = M.peak_flops_per_device(cpu, jnp.float32)
+    assert again == first and calls == ["float32"]  # cached, not re-measured
+    assert M.peak_flops_per_device(cpu, "bfloat16")[0] == 3e11  # per dtype
+    assert calls == ["float32", "bfloat16"]
 
 # ------------------------------------------------------------------------------ TensorBoard
 

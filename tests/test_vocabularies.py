@@ -7,6 +7,7 @@ import io
 import os
 import pickle
 import random
+import re
 
 import pytest
 import seqio
@@ -119,6 +120,12 @@ def test_long_documents_are_chunked_at_line_ends(tmp_path, train_texts):
     assert "".join(chunks) == text + "y" * 700
     assert all(len(chunk.encode("utf-8")) <= 512 for chunk in chunks)
     assert sum(chunk.endswith("\n") for chunk in chunks) >= len(chunks) - 3
+    # The line too long for a chunk is cut at the limit; the lines before it are packed: no
+    # chunk could have taken the next chunk's first line.
+    assert chunks[-2:] == ["y" * 512, "y" * 188]
+    for chunk, following in zip(chunks[:-3], chunks[1:-2]):
+        first_line = following.splitlines(keepends=True)[0]
+        assert len((chunk + first_line).encode("utf-8")) > 512
     # A max_sentence_length far below a file's size still learns newlines (nothing is skipped).
     path = V.train_sentencepiece([text], 500, str(tmp_path / "short.model"),
                                  max_sentence_length=512)
@@ -158,6 +165,15 @@ def test_vocab_file_escapes_whitespace_pieces(tmp_path, code_model, code_vocab):
     assert len(lines) == code_vocab.vocab_size
     assert lines[0].startswith("<pad>\t")
     assert any(line.startswith("\\n\t") for line in lines)
+    # Every line is piece<TAB>score, the piece with \\, \n, \r and \t written as escapes.
+    tok = code_vocab.tokenizer
+    unescape = {"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+    for i, line in enumerate(lines):
+        text, score = line.rsplit("\t", 1)
+        assert "\t" not in text and "\r" not in text, line
+        assert re.sub(r"\\(.)", lambda m: unescape[m.group(1)], text) == tok.id_to_piece(i)
+        assert float(score) == pytest.approx(tok.get_score(i), rel=1e-5, abs=1e-6)
+    assert lines[tok.piece_to_id("\t")].startswith("\\t\t")  # the tab piece, escaped
 
 
 # -- PanGu-α ------------------------------------------------------------------------------------
