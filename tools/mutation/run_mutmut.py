@@ -3,7 +3,7 @@
 Runs mutmut 3 on one module at a time in a scratch copy of the repository (never the checkout),
 with the fast test selection that targets that module, then writes the survivors' diffs.
 
-    pip install --target /tmp/mutmut_lib mutmut     # outside the project's pinned venv
+    pip install --target /tmp/mutmut_lib mutmut==3.8.1  # outside the project's pinned venv
     nice -n 15 .venv/bin/python tools/mutation/run_mutmut.py data schedules losses metrics
     nice -n 15 .venv/bin/python tools/mutation/run_mutmut.py --verify-kills data  # new tests
     .venv/bin/python tools/mutation/run_mutmut.py --summary data
